@@ -1,0 +1,31 @@
+"""hybridpot: machine-learned interatomic potentials with long-range physics.
+
+E_total = E_short (Behler-Parrinello network) + E_elec (charge equilibration, Gaussian
+charges, Ewald/PME) + E_disp (damped C6). Units: eV, Å, e.
+"""
+
+__version__ = "0.1.0"
+
+from .atomic_nets import ElementNets
+from .cutoff import cutoff_function
+from .descriptors import SymmetryFunction, SymmetryFunctions
+from .model import HybridPotential, load, save
+from .neighbors import NeighborList, build_graph, compute_neighbors
+from .short_range import ShortRange
+from .system import AtomicSystem
+
+__all__ = [
+    "AtomicSystem",
+    "NeighborList",
+    "compute_neighbors",
+    "build_graph",
+    "cutoff_function",
+    "SymmetryFunction",
+    "SymmetryFunctions",
+    "ElementNets",
+    "ShortRange",
+    "HybridPotential",
+    "save",
+    "load",
+    "__version__",
+]

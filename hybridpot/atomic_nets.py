@@ -1,0 +1,126 @@
+"""Element-wise feed-forward networks with smooth activations."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+from torch import nn
+
+from .descriptors import element_number
+
+__all__ = ["ElementNets", "ACTIVATIONS", "make_activation"]
+
+
+class ShiftedSoftplus(nn.Module):
+    """``softplus(x) - ln 2`` (zero at the origin)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x) - math.log(2.0)
+
+
+class Gaussian(nn.Module):
+    """``exp(-x^2 / 2)`` (n2p2 activation ``g``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * x * x)
+
+
+#: Smooth activations by name (n2p2 one-letter codes in brackets).
+ACTIVATIONS = {
+    "linear": nn.Identity,  # (l)
+    "tanh": nn.Tanh,  # (t)
+    "softplus": nn.Softplus,  # (p)
+    "shifted_softplus": ShiftedSoftplus,
+    "sigmoid": nn.Sigmoid,  # (s)
+    "gaussian": Gaussian,  # (g)
+    "silu": nn.SiLU,
+}
+
+_REFUSED = {
+    "relu": "ReLU has a discontinuous derivative, which makes forces discontinuous; use 'tanh' or 'softplus'",
+    "leaky_relu": "leaky ReLU has a discontinuous derivative, which makes forces discontinuous",
+    "hardtanh": "hardtanh has a discontinuous derivative, which makes forces discontinuous",
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name; non-smooth activations are refused with ``ValueError``."""
+    key = name.lower()
+    if key in _REFUSED:
+        raise ValueError(f"activation {name!r} refused: {_REFUSED[key]}")
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[key]()
+
+
+class ElementNets(nn.Module):
+    """One multilayer perceptron per element.
+
+    Parameters
+    ----------
+    elements : iterable of int or str
+        Elements, each getting its own network.
+    n_inputs : int or dict
+        Input size, the same for all elements or per atomic number.
+    hidden : sequence of int
+        Hidden layer sizes.
+    activation : str or sequence of str
+        Hidden-layer activation(s): one name for all hidden layers or one per layer.
+        The output layer is linear.
+    n_outputs : int
+        Outputs per atom (1 for an atomic energy or electronegativity).
+    """
+
+    def __init__(
+        self,
+        elements: Iterable[int | str],
+        n_inputs: int | Dict[int, int],
+        hidden: Sequence[int] = (25, 25),
+        activation: str | Sequence[str] = "tanh",
+        n_outputs: int = 1,
+    ):
+        super().__init__()
+        self.elements: List[int] = sorted({element_number(e) for e in elements})
+        if isinstance(activation, str):
+            activations = [activation] * len(hidden)
+        else:
+            activations = list(activation)
+            if len(activations) != len(hidden):
+                raise ValueError(f"{len(activations)} activations for {len(hidden)} hidden layers")
+        for a in activations:
+            make_activation(a)  # validate early
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activations = activations
+        self.n_outputs = n_outputs
+        if isinstance(n_inputs, int):
+            n_inputs = {z: n_inputs for z in self.elements}
+        self.n_inputs = {int(z): int(n) for z, n in n_inputs.items()}
+        self.nets = nn.ModuleDict()
+        for z in self.elements:
+            layers: List[nn.Module] = []
+            width = self.n_inputs[z]
+            for h, a in zip(self.hidden, activations):
+                layers += [nn.Linear(width, h), make_activation(a)]
+                width = h
+            layers.append(nn.Linear(width, n_outputs))
+            self.nets[str(z)] = nn.Sequential(*layers)
+
+    def linear_layers(self, z: int) -> List[nn.Linear]:
+        """The linear layers of element ``z``'s network, input to output."""
+        return [m for m in self.nets[str(z)] if isinstance(m, nn.Linear)]
+
+    def forward(self, features: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """Per-atom outputs ``[N, n_outputs]`` from padded features ``[N, F_max]``.
+
+        Each element's network reads the first ``n_inputs[z]`` feature columns.
+        """
+        out = features.new_zeros(features.shape[0], self.n_outputs)
+        for z in self.elements:
+            idx = torch.nonzero(numbers == z).flatten()
+            if idx.numel() == 0:
+                continue
+            x = features[idx, : self.n_inputs[z]]
+            out = out.index_copy(0, idx, self.nets[str(z)](x))
+        return out

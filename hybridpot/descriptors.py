@@ -1,0 +1,488 @@
+"""Atom-centred symmetry functions (Behler-Parrinello), n2p2 conventions.
+
+Supported types (n2p2 numbering; lengths in Å, eta in 1/Å^2):
+
+* 2, radial:  ``G_i = sum_{j in e1} exp(-eta (r_ij - r_s)^2) f_c(r_ij)``
+* 3, angular narrow: ``G_i = 2^(1-zeta) sum_{j<k, {e1,e2}} (1 + lambda cos theta_ijk)^zeta
+  exp(-eta [(r_ij-r_s)^2 + (r_ik-r_s)^2 + (r_jk-r_s)^2]) f_c(r_ij) f_c(r_ik) f_c(r_jk)``
+* 9, angular wide: as type 3 without the ``r_jk`` terms and without ``f_c(r_jk)``.
+
+Each function is written as an n2p2 ``symfunction_short`` line::
+
+    symfunction_short <center> 2 <e1> <eta> <r_shift> <r_cut>
+    symfunction_short <center> 3 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
+    symfunction_short <center> 9 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
+
+Evaluation is vectorised: pair terms for every distinct parameter set are accumulated
+with ``index_add`` into per-(atom, neighbour element) channels, triplet terms into
+per-(atom, element pair) channels, and each element's feature vector is a gather from
+those channels. Features are padded to the longest element's length; ``feature_mask``
+says which entries are real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import nn
+
+from .cutoff import cutoff_function, cutoff_type_number
+from .neighbors import Graph
+
+__all__ = ["SymmetryFunction", "SymmetryFunctions", "triplet_indices", "element_number"]
+
+RADIAL_TYPES = (2,)
+ANGULAR_TYPES = (3, 9)
+
+
+def element_number(element: int | str) -> int:
+    """Atomic number of an element given as symbol or number."""
+    if isinstance(element, str):
+        if element not in atomic_numbers:
+            raise ValueError(f"unknown element symbol {element!r}")
+        return atomic_numbers[element]
+    z = int(element)
+    if not 0 < z < len(chemical_symbols):
+        raise ValueError(f"invalid atomic number {element}")
+    return z
+
+
+@dataclass(frozen=True)
+class SymmetryFunction:
+    """One symmetry function of one central element.
+
+    Attributes
+    ----------
+    center : int
+        Atomic number of the central atom.
+    type : int
+        n2p2 type: 2 (radial), 3 (angular narrow), 9 (angular wide).
+    neighbors : tuple of int
+        Neighbour element(s): one for radial, a sorted pair for angular functions.
+    eta : float
+        Gaussian exponent, 1/Å^2.
+    r_cut : float
+        Cutoff radius, Å.
+    r_shift : float
+        Gaussian centre, Å.
+    lam : float
+        Angular lambda (+1 or -1); unused for radial functions.
+    zeta : float
+        Angular exponent; unused for radial functions.
+    """
+
+    center: int
+    type: int
+    neighbors: tuple
+    eta: float
+    r_cut: float
+    r_shift: float = 0.0
+    lam: float = 0.0
+    zeta: float = 0.0
+
+    def __post_init__(self):
+        if self.type not in RADIAL_TYPES + ANGULAR_TYPES:
+            raise ValueError(f"symmetry function type {self.type} is not supported (supported: 2, 3, 9)")
+        n_expected = 1 if self.type in RADIAL_TYPES else 2
+        if len(self.neighbors) != n_expected:
+            raise ValueError(f"type {self.type} needs {n_expected} neighbour element(s), got {self.neighbors}")
+        if self.r_cut <= 0:
+            raise ValueError(f"cutoff radius must be positive, got {self.r_cut}")
+        if self.type in ANGULAR_TYPES and self.lam not in (-1.0, 1.0):
+            raise ValueError(f"angular lambda must be +1 or -1, got {self.lam}")
+        if self.type in ANGULAR_TYPES and self.zeta < 1.0:
+            raise ValueError(f"angular zeta must be >= 1 (smooth forces), got {self.zeta}")
+        if self.type in ANGULAR_TYPES:
+            object.__setattr__(self, "neighbors", tuple(sorted(self.neighbors)))
+
+    @property
+    def is_radial(self) -> bool:
+        return self.type in RADIAL_TYPES
+
+    @classmethod
+    def from_n2p2(cls, line: str, length_unit: float = 1.0) -> "SymmetryFunction":
+        """Parse one ``symfunction_short`` line.
+
+        ``length_unit`` multiplies lengths (e.g. ``ase.units.Bohr`` to read a Bohr file
+        into Å); eta is divided by its square.
+        """
+        words = line.split("#")[0].split()
+        if words and words[0] == "symfunction_short":
+            words = words[1:]
+        if len(words) < 3:
+            raise ValueError(f"not a symmetry function line: {line!r}")
+        try:
+            center, ftype = element_number(words[0]), int(words[1])
+            if ftype == 2:
+                e1, eta, rs, rc = words[2], float(words[3]), float(words[4]), float(words[5])
+                return cls(center, 2, (element_number(e1),), eta / length_unit**2, rc * length_unit, rs * length_unit)
+            if ftype in ANGULAR_TYPES:
+                e1, e2 = element_number(words[2]), element_number(words[3])
+                eta, lam, zeta, rc = (float(w) for w in words[4:8])
+                rs = float(words[8]) if len(words) > 8 else 0.0
+                return cls(center, ftype, (e1, e2), eta / length_unit**2, rc * length_unit, rs * length_unit, lam, zeta)
+        except (IndexError, ValueError) as err:
+            if isinstance(err, ValueError) and "not supported" in str(err):
+                raise
+            raise ValueError(f"cannot parse symmetry function line {line!r}: {err}") from None
+        raise ValueError(f"symmetry function type {ftype} in line {line!r} is not supported (supported: 2, 3, 9)")
+
+    def to_n2p2(self, length_unit: float = 1.0) -> str:
+        """The n2p2 ``symfunction_short`` line (lengths divided by ``length_unit``)."""
+        c = chemical_symbols[self.center]
+        eta = self.eta * length_unit**2
+        rc, rs = self.r_cut / length_unit, self.r_shift / length_unit
+        if self.is_radial:
+            return f"symfunction_short {c} 2 {chemical_symbols[self.neighbors[0]]} {eta!r} {rs!r} {rc!r}"
+        e1, e2 = (chemical_symbols[z] for z in self.neighbors)
+        return f"symfunction_short {c} {self.type} {e1} {e2} {eta!r} {self.lam:g} {self.zeta!r} {rc!r} {rs!r}"
+
+
+def triplet_indices(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Enumerate pairs of pairs sharing a centre, each unordered pair once.
+
+    Parameters
+    ----------
+    centers : torch.Tensor
+        Central atom of each pair, ``[M]``, sorted ascending.
+    n_atoms : int
+
+    Returns
+    -------
+    (p, q) : tuple of torch.Tensor
+        Pair indices with ``centers[p] == centers[q]`` and ``p < q``, ``[T]`` each.
+    """
+    device = centers.device
+    m = centers.shape[0]
+    if m == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    counts = torch.bincount(centers, minlength=n_atoms)
+    start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(m, device=device) - start[centers]
+    n_after = counts[centers] - local - 1
+    p = torch.repeat_interleave(torch.arange(m, device=device), n_after)
+    group_start = torch.cumsum(n_after, 0) - n_after
+    within = torch.arange(p.shape[0], device=device) - torch.repeat_interleave(group_start, n_after)
+    q = p + 1 + within
+    return p, q
+
+
+class SymmetryFunctions(nn.Module):
+    """Element-resolved symmetry-function descriptors with stored feature scaling.
+
+    Parameters
+    ----------
+    functions : sequence of SymmetryFunction
+        All functions; each element's features are its functions in the given order.
+    cutoff_type : int or str
+        n2p2 cutoff type (default 2, ``tanhu``), shared by all functions.
+    cutoff_alpha : float
+        n2p2 inner cutoff shift alpha (types 1, 4-8).
+    elements : iterable of int or str, optional
+        Elements to support (default: all elements named by ``functions``).
+    """
+
+    def __init__(
+        self,
+        functions: Sequence[SymmetryFunction],
+        cutoff_type: int | str = 2,
+        cutoff_alpha: float = 0.0,
+        elements: Optional[Iterable[int | str]] = None,
+    ):
+        super().__init__()
+        if not functions:
+            raise ValueError("no symmetry functions given")
+        self.functions: List[SymmetryFunction] = list(functions)
+        self.cutoff_type = cutoff_type_number(cutoff_type)
+        self.cutoff_alpha = float(cutoff_alpha)
+        named = {f.center for f in functions} | {z for f in functions for z in f.neighbors}
+        if elements is not None:
+            named |= {element_number(e) for e in elements}
+        self.elements: List[int] = sorted(named)
+        centers = {f.center for f in functions}
+        missing = [chemical_symbols[z] for z in self.elements if z not in centers]
+        if missing:
+            raise ValueError(f"no symmetry functions centred on element(s) {missing}")
+        n_el = len(self.elements)
+        slot = {z: s for s, z in enumerate(self.elements)}
+        lookup = torch.full((119,), -1, dtype=torch.long)
+        lookup[self.elements] = torch.arange(n_el)
+        self.register_buffer("element_slot", lookup, persistent=False)
+        pair_slot = torch.zeros(n_el, n_el, dtype=torch.long)
+        n_pairs = 0
+        for a in range(n_el):
+            for b in range(a, n_el):
+                pair_slot[a, b] = pair_slot[b, a] = n_pairs
+                n_pairs += 1
+        self.register_buffer("pair_slot", pair_slot, persistent=False)
+        self.n_pair_channels = n_pairs
+
+        # distinct parameter sets
+        radial_sets, angular_sets = [], []
+        for f in self.functions:
+            if f.is_radial:
+                key = (f.eta, f.r_shift, f.r_cut)
+                if key not in radial_sets:
+                    radial_sets.append(key)
+            else:
+                key = (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
+                if key not in angular_sets:
+                    angular_sets.append(key)
+        self.n_radial_sets, self.n_angular_sets = len(radial_sets), len(angular_sets)
+        self.register_buffer("radial_params", torch.tensor(radial_sets, dtype=torch.float64).reshape(-1, 3), persistent=False)
+        self.register_buffer("angular_params", torch.tensor(angular_sets, dtype=torch.float64).reshape(-1, 6), persistent=False)
+        self.radial_cutoff = max((k[2] for k in radial_sets), default=0.0)
+        self.angular_cutoff = max((k[3] for k in angular_sets), default=0.0)
+        self.cutoff = max(self.radial_cutoff, self.angular_cutoff)
+
+        # gather table: element slot x feature -> column of the flat channel buffer
+        n_rad_cols = n_el * self.n_radial_sets
+        zero_col = n_rad_cols + n_pairs * self.n_angular_sets
+        per_element = [[f for f in self.functions if f.center == z] for z in self.elements]
+        self.n_features = [len(fs) for fs in per_element]
+        self.max_features = max(self.n_features)
+        table = torch.full((n_el, self.max_features), zero_col, dtype=torch.long)
+        for e, fs in enumerate(per_element):
+            for k, f in enumerate(fs):
+                if f.is_radial:
+                    col = slot[f.neighbors[0]] * self.n_radial_sets + radial_sets.index((f.eta, f.r_shift, f.r_cut))
+                else:
+                    a, b = slot[f.neighbors[0]], slot[f.neighbors[1]]
+                    key = (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
+                    col = n_rad_cols + int(pair_slot[a, b]) * self.n_angular_sets + angular_sets.index(key)
+                table[e, k] = col
+        self.register_buffer("gather_table", table, persistent=False)
+        mask = torch.zeros(n_el, self.max_features, dtype=torch.bool)
+        for e, n in enumerate(self.n_features):
+            mask[e, :n] = True
+        self.register_buffer("element_feature_mask", mask, persistent=False)
+
+        # scaling: scaled = (G - shift) * factor + offset, per element and feature
+        self.register_buffer("scale_shift", torch.zeros(n_el, self.max_features, dtype=torch.float64))
+        self.register_buffer("scale_factor", torch.ones(n_el, self.max_features, dtype=torch.float64))
+        self.register_buffer("scale_offset", torch.zeros(n_el, self.max_features, dtype=torch.float64))
+        self.scaling_mode = "none"
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_n2p2(cls, lines: str | Iterable[str], cutoff_type: int | str = 2, cutoff_alpha: float = 0.0,
+                  length_unit: float = 1.0, elements=None) -> "SymmetryFunctions":
+        """Build from n2p2 ``symfunction_short`` lines (other lines are ignored).
+
+        ``lines`` may be one string (e.g. an ``input.nn`` text) or an iterable of lines.
+        A ``cutoff_type`` line among them overrides the arguments.
+        """
+        if isinstance(lines, str):
+            lines = lines.splitlines()
+        functions = []
+        for line in lines:
+            words = line.split("#")[0].split()
+            if not words:
+                continue
+            if words[0] == "symfunction_short":
+                functions.append(SymmetryFunction.from_n2p2(line, length_unit=length_unit))
+            elif words[0] == "cutoff_type":
+                cutoff_type = int(words[1])
+                cutoff_alpha = float(words[2]) if len(words) > 2 else 0.0
+        return cls(functions, cutoff_type=cutoff_type, cutoff_alpha=cutoff_alpha, elements=elements)
+
+    def to_n2p2(self, length_unit: float = 1.0) -> List[str]:
+        """The functions as n2p2 lines, preceded by the ``cutoff_type`` line."""
+        head = f"cutoff_type {self.cutoff_type} {self.cutoff_alpha!r}"
+        return [head] + [f.to_n2p2(length_unit) for f in self.functions]
+
+    @classmethod
+    def default(
+        cls,
+        elements: Iterable[int | str],
+        r_cut: float = 6.0,
+        n_radial: int = 8,
+        angular_r_cut: Optional[float] = None,
+        angular_etas: Sequence[float] = (0.005, 0.03),
+        zetas: Sequence[float] = (1.0, 4.0),
+        angular_type: int = 9,
+        r_min: float = 0.8,
+        cutoff_type: int | str = 6,
+    ) -> "SymmetryFunctions":
+        """A general-purpose set for ``elements``.
+
+        Radial: ``n_radial`` shifted Gaussians per neighbour element, centres evenly spaced
+        from ``r_min`` to ``r_cut`` with widths equal to the spacing. Angular (type 9 by
+        default): per element pair, ``eta`` in ``angular_etas``, ``lambda = +-1``, ``zeta``
+        in ``zetas``, centred at 0, cutoff ``angular_r_cut`` (default ``r_cut``).
+        Cutoff function: poly2 (type 6), twice continuously differentiable.
+        """
+        zs = sorted({element_number(e) for e in elements})
+        angular_r_cut = r_cut if angular_r_cut is None else angular_r_cut
+        spacing = (r_cut - r_min) / max(n_radial - 1, 1)
+        eta_radial = 1.0 / (2.0 * spacing**2)
+        functions = []
+        for c in zs:
+            for e in zs:
+                for k in range(n_radial):
+                    functions.append(SymmetryFunction(c, 2, (e,), eta_radial, r_cut, r_min + k * spacing))
+            for a_i, a in enumerate(zs):
+                for b in zs[a_i:]:
+                    for eta in angular_etas:
+                        for zeta in zetas:
+                            for lam in (-1.0, 1.0):
+                                functions.append(SymmetryFunction(c, angular_type, (a, b), eta, angular_r_cut, 0.0, lam, zeta))
+        return cls(functions, cutoff_type=cutoff_type)
+
+    # ------------------------------------------------------------------ evaluation
+    def slots(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Element slot (index into ``self.elements``) of every atom; raises for unknown elements."""
+        s = self.element_slot[numbers]
+        if bool((s < 0).any()):
+            bad = torch.nonzero(s < 0).flatten().tolist()
+            raise ValueError(
+                f"atom(s) {bad[:20]} have element(s) {sorted(set(numbers[s < 0].tolist()))} without symmetry functions"
+            )
+        return s
+
+    def feature_mask(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Which padded feature entries are real, ``[N, max_features]`` bool."""
+        return self.element_feature_mask[self.slots(numbers)]
+
+    def forward(self, numbers: torch.Tensor, graph: Graph, scaled: bool = True) -> torch.Tensor:
+        """Symmetry functions of every atom.
+
+        Parameters
+        ----------
+        numbers : torch.Tensor
+            Atomic numbers ``[N]``.
+        graph : Graph
+            Neighbour graph with cutoff >= ``self.cutoff``.
+        scaled : bool
+            Apply the stored feature scaling (default) or return raw values.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, max_features]``; entries beyond an element's own count are zero.
+        """
+        n_atoms = numbers.shape[0]
+        dtype = graph.vectors.dtype
+        slots = self.slots(numbers)
+        n_el = len(self.elements)
+        columns = []
+        if self.n_radial_sets:
+            columns.append(self._radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype))
+        if self.n_angular_sets:
+            columns.append(self._angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype))
+        columns.append(torch.zeros(n_atoms, 1, dtype=dtype, device=numbers.device))
+        flat = torch.cat(columns, dim=1)
+        features = torch.gather(flat, 1, self.gather_table[slots])
+        if scaled and self.scaling_mode != "none":
+            features = (features - self.scale_shift[slots].to(dtype)) * self.scale_factor[slots].to(dtype) + self.scale_offset[
+                slots
+            ].to(dtype)
+            features = features * self.element_feature_mask[slots].to(dtype)
+        return features
+
+    def _radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
+        params = self.radial_params.to(dtype)
+        eta, rs, rc = params[:, 0], params[:, 1], params[:, 2]
+        r = graph.distances.unsqueeze(1)  # [M, 1]
+        values = torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, rc, self.cutoff_type, self.cutoff_alpha)
+        channel = graph.i * n_el + slots[graph.j]
+        out = torch.zeros(n_atoms * n_el, self.n_radial_sets, dtype=dtype, device=values.device)
+        out = out.index_add(0, channel, values)
+        return out.reshape(n_atoms, n_el * self.n_radial_sets)
+
+    def _angular(self, slots, graph: Graph, n_atoms: int, dtype) -> torch.Tensor:
+        order = torch.argsort(graph.i, stable=True)
+        centers = graph.i[order]
+        vectors = graph.vectors[order]
+        distances = graph.distances[order]
+        neighbor_slot = slots[graph.j[order]]
+        p, q = triplet_indices(centers, n_atoms)
+        params = self.angular_params.to(dtype)
+        wide, eta, rs, rc, lam, zeta = (params[:, k] for k in range(6))
+        r_ij, r_ik = distances[p].unsqueeze(1), distances[q].unsqueeze(1)
+        v_ij, v_ik = vectors[p], vectors[q]
+        cos = ((v_ij * v_ik).sum(1) / (distances[p] * distances[q])).unsqueeze(1)
+        r_jk = (v_ik - v_ij).norm(dim=1).unsqueeze(1)
+        fc_ij = cutoff_function(r_ij, rc, self.cutoff_type, self.cutoff_alpha)
+        fc_ik = cutoff_function(r_ik, rc, self.cutoff_type, self.cutoff_alpha)
+        fc_jk = cutoff_function(r_jk, rc, self.cutoff_type, self.cutoff_alpha)
+        gauss_ij_ik = (r_ij - rs) ** 2 + (r_ik - rs) ** 2
+        narrow = torch.exp(-eta * (gauss_ij_ik + (r_jk - rs) ** 2)) * fc_jk
+        wide_term = torch.exp(-eta * gauss_ij_ik)
+        radial = torch.where(wide > 0.5, wide_term, narrow) * fc_ij * fc_ik
+        angular = torch.pow(2.0, 1.0 - zeta) * torch.pow((1.0 + lam * cos).clamp_min(0.0), zeta)
+        values = angular * radial
+        pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
+        channel = centers[p] * self.n_pair_channels + pair_channel
+        out = torch.zeros(n_atoms * self.n_pair_channels, self.n_angular_sets, dtype=dtype, device=values.device)
+        out = out.index_add(0, channel, values)
+        return out.reshape(n_atoms, self.n_pair_channels * self.n_angular_sets)
+
+    # ------------------------------------------------------------------ scaling
+    def set_scaling(self, mode: str, g_min, g_max, g_mean, g_sigma, s_min: float = 0.0, s_max: float = 1.0) -> None:
+        """Set n2p2-style scaling from per-element statistics (each ``[n_elements, max_features]``).
+
+        Modes (n2p2 keywords): ``"none"``; ``"scale"`` (scale_symmetry_functions):
+        ``S_min + (S_max-S_min)(G-G_min)/(G_max-G_min)``; ``"center"``: ``G - G_mean``;
+        ``"scalecenter"`` (both keywords): ``S_min + (S_max-S_min)(G-G_mean)/(G_max-G_min)``;
+        ``"sigma"`` (scale_symmetry_functions_sigma): ``S_min + (S_max-S_min)(G-G_mean)/G_sigma``.
+        Features with zero range keep a factor of 1 instead of dividing by zero.
+        """
+        as_t = lambda x: torch.as_tensor(x, dtype=torch.float64).reshape(len(self.elements), self.max_features)
+        g_min, g_max, g_mean, g_sigma = (as_t(x) for x in (g_min, g_max, g_mean, g_sigma))
+        span = s_max - s_min
+        zero = torch.zeros_like(g_min)
+        one = torch.ones_like(g_min)
+
+        def safe_div(den):
+            return torch.where(den.abs() > 0, span / torch.where(den.abs() > 0, den, one), one)
+
+        if mode == "none":
+            shift, factor, offset = zero, one, zero
+        elif mode == "scale":
+            shift, factor, offset = g_min, safe_div(g_max - g_min), zero + s_min
+        elif mode == "center":
+            shift, factor, offset = g_mean, one, zero
+        elif mode == "scalecenter":
+            shift, factor, offset = g_mean, safe_div(g_max - g_min), zero + s_min
+        elif mode == "sigma":
+            shift, factor, offset = g_mean, safe_div(g_sigma), zero + s_min
+        else:
+            raise ValueError(f"unknown scaling mode {mode!r} (none, scale, center, scalecenter, sigma)")
+        self.scale_shift.copy_(shift)
+        self.scale_factor.copy_(factor)
+        self.scale_offset.copy_(offset)
+        self.scaling_mode = mode
+
+    @torch.no_grad()
+    def fit_scaling(self, raw_features: torch.Tensor, numbers: torch.Tensor, mode: str = "scalecenter",
+                    s_min: float = -1.0, s_max: float = 1.0) -> None:
+        """Compute scaling statistics from raw features ``[N, max_features]`` of a training set."""
+        slots = self.slots(numbers)
+        n_el = len(self.elements)
+        stats = torch.zeros(4, n_el, self.max_features, dtype=torch.float64)
+        stats[1] = 1.0
+        for e in range(n_el):
+            g = raw_features[slots == e].to(torch.float64)
+            if g.shape[0] == 0:
+                continue
+            stats[0, e], stats[1, e] = g.min(0).values, g.max(0).values
+            stats[2, e], stats[3, e] = g.mean(0), g.std(0, unbiased=False)
+        self.set_scaling(mode, *stats, s_min=s_min, s_max=s_max)
+
+    def extra_repr(self) -> str:
+        return (
+            f"elements={[chemical_symbols[z] for z in self.elements]}, n_features={self.n_features}, "
+            f"cutoff={self.cutoff}, cutoff_type={self.cutoff_type}, scaling={self.scaling_mode!r}"
+        )
+
+    # scaling mode is plain Python state: keep it in the state dict
+    def get_extra_state(self):
+        return {"scaling_mode": self.scaling_mode}
+
+    def set_extra_state(self, state):
+        self.scaling_mode = state.get("scaling_mode", "none")
