@@ -186,7 +186,7 @@ def build_graph(
         if bool(too_close.any()):
             p = int(torch.nonzero(too_close).flatten()[0])
             raise ValueError(
-                f"atoms {int(i[p])} and {int(j[p])} are {float(distances[p]):.4f} Å apart "
+                f"atoms {int(i[p])} and {int(j[p])} are {float(distances[p].detach()):.4f} Å apart "
                 f"(closer than {MIN_DISTANCE} Å): overlapping atoms"
             )
     keep = distances.detach() < cutoff
