@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from .atomic_nets import ElementNets
 from .cutoff import cutoff_function
 from .descriptors import SymmetryFunction, SymmetryFunctions
+from .dispersion import Dispersion
 from .model import HybridPotential, load, save
 from .neighbors import NeighborList, build_graph, compute_neighbors
 from .short_range import ShortRange
@@ -24,6 +25,7 @@ __all__ = [
     "SymmetryFunctions",
     "ElementNets",
     "ShortRange",
+    "Dispersion",
     "HybridPotential",
     "save",
     "load",
