@@ -7,11 +7,27 @@ Supported types (n2p2 numbering; lengths in Å, eta in 1/Å^2):
   exp(-eta [(r_ij-r_s)^2 + (r_ik-r_s)^2 + (r_jk-r_s)^2]) f_c(r_ij) f_c(r_ik) f_c(r_jk)``
 * 9, angular wide: as type 3 without the ``r_jk`` terms and without ``f_c(r_jk)``.
 
+n2p2's polynomial ("compact") functions (Bircher, Singraber, Dellago, arXiv:2010.14414),
+built on a compact function ``c(a) = core(|a - center| / half_width)`` that is non-zero
+only on ``(left, right)``; ``core`` is one of ``p1``-``p4`` (the polynomials of cutoff
+types 5-8), ``p1a``-``p4a`` (the same of ``(2 - x) x``, radial parts only) or ``e``
+(``e * exp(1 / (x^2 - 1))``):
+
+* 20, radial: ``G_i = sum_{j in e1, r_l < r_ij < r_c} c_r(r_ij)`` with ``c_r`` on ``(r_l, r_c)``
+* 21, angular narrow: ``G_i = sum_{j<k, {e1,e2}} c_r(r_ij) c_r(r_ik) c_r(r_jk) c_a(theta_ijk)``
+  with all three distances in ``(r_l, r_c)`` (``r_jk > max(r_l, 0)``) and ``c_a`` on
+  ``(angle_left, angle_right)`` (degrees in the file, radians inside), same core, never asymmetric;
+  exactly collinear triplets (``|cos theta| = 1``) contribute 0, as in n2p2.
+* 22, angular wide: as type 21 without the ``c_r(r_jk)`` factor.
+
 Each function is written as an n2p2 ``symfunction_short`` line::
 
     symfunction_short <center> 2 <e1> <eta> <r_shift> <r_cut>
     symfunction_short <center> 3 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
     symfunction_short <center> 9 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
+    symfunction_short <center> 20 <e1> <r_left> <r_cut> <subtype>
+    symfunction_short <center> 21 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
+    symfunction_short <center> 22 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
 
 Evaluation is vectorised: pair terms for every distinct parameter set are accumulated
 with ``index_add`` into per-(atom, neighbour element) channels, triplet terms into
@@ -22,6 +38,7 @@ says which entries are real.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
@@ -32,10 +49,53 @@ from torch import nn
 from .cutoff import cutoff_function, cutoff_type_number
 from .neighbors import Graph
 
-__all__ = ["SymmetryFunction", "SymmetryFunctions", "triplet_indices", "element_number"]
+__all__ = ["SymmetryFunction", "SymmetryFunctions", "triplet_indices", "element_number", "compact_core"]
 
-RADIAL_TYPES = (2,)
-ANGULAR_TYPES = (3, 9)
+RADIAL_TYPES = (2, 20)
+ANGULAR_TYPES = (3, 9, 21, 22)
+COMPACT_TYPES = (20, 21, 22)
+SUPPORTED_TYPES = "2, 3, 9, 20, 21, 22"
+#: compact core kinds: 1-4 polynomials p1-p4, 0 exponential ``e``
+_COMPACT_KINDS = {"p1": 1, "p2": 2, "p3": 3, "p4": 4}
+
+
+def _parse_subtype(subtype: str) -> tuple[int, bool]:
+    """(core kind, asymmetric) of an n2p2 compact subtype string (p1-p4, p1a-p4a, e...)."""
+    if not 1 <= len(subtype) <= 3:
+        raise ValueError(f"invalid compact function subtype {subtype!r}")
+    if subtype[0] == "e":
+        return 0, False
+    if subtype[0] == "p":
+        if subtype[:2] not in _COMPACT_KINDS:
+            raise ValueError(f"invalid polynomial subtype {subtype!r} (p1, p2, p3, p4, optionally + 'a')")
+        if len(subtype) == 3 and subtype[2] != "a":
+            raise ValueError(f"invalid polynomial specifier in subtype {subtype!r} (only 'a', asymmetric)")
+        return _COMPACT_KINDS[subtype[:2]], len(subtype) == 3
+    raise ValueError(f"unknown compact function subtype {subtype!r} (p1-p4, p1a-p4a or e)")
+
+
+def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Tensor | bool = False) -> torch.Tensor:
+    """n2p2 compact core function of ``x`` in ``[0, 1)`` (dimensionless).
+
+    ``kind`` 1-4: polynomials ``p1``-``p4`` (1 at 0, 0 at 1, 1-4 vanishing derivatives
+    at both ends); 0: ``e * exp(1 / (x^2 - 1))``. ``asymmetric`` replaces ``x`` by
+    ``(2 - x) x`` first (n2p2 ``p?a``). ``kind`` and ``asymmetric`` broadcast against ``x``.
+    Arguments outside ``[0, 1)`` must be masked by the caller.
+    """
+    kind = torch.as_tensor(kind, device=x.device)
+    asymmetric = torch.as_tensor(asymmetric, device=x.device)
+    x = torch.where(asymmetric, (2.0 - x) * x, x)
+    x2 = x * x
+    p1 = (2.0 * x - 3.0) * x2 + 1.0
+    p2 = ((15.0 - 6.0 * x) * x - 10.0) * x2 * x + 1.0
+    p3 = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0
+    p4 = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0
+    x_safe = torch.where(x2 < 1.0, x, torch.zeros_like(x))
+    ex = math.e * torch.exp(1.0 / (x_safe * x_safe - 1.0))
+    out = torch.where(kind == 1, p1, p2)
+    out = torch.where(kind == 3, p3, out)
+    out = torch.where(kind == 4, p4, out)
+    return torch.where(kind == 0, ex, out)
 
 
 def element_number(element: int | str) -> int:
@@ -72,6 +132,12 @@ class SymmetryFunction:
         Angular lambda (+1 or -1); unused for radial functions.
     zeta : float
         Angular exponent; unused for radial functions.
+    r_left : float
+        Compact types 20-22: left end of the radial support, Å (may be negative).
+    angle_left, angle_right : float
+        Compact angular types 21, 22: support of the angular part, degrees.
+    subtype : str
+        Compact types: core function (``p1``-``p4``, ``p1a``-``p4a``, ``e``).
     """
 
     center: int
@@ -82,25 +148,66 @@ class SymmetryFunction:
     r_shift: float = 0.0
     lam: float = 0.0
     zeta: float = 0.0
+    r_left: float = 0.0
+    angle_left: float = 0.0
+    angle_right: float = 0.0
+    subtype: str = ""
 
     def __post_init__(self):
         if self.type not in RADIAL_TYPES + ANGULAR_TYPES:
-            raise ValueError(f"symmetry function type {self.type} is not supported (supported: 2, 3, 9)")
+            raise ValueError(f"symmetry function type {self.type} is not supported (supported: {SUPPORTED_TYPES})")
         n_expected = 1 if self.type in RADIAL_TYPES else 2
         if len(self.neighbors) != n_expected:
             raise ValueError(f"type {self.type} needs {n_expected} neighbour element(s), got {self.neighbors}")
         if self.r_cut <= 0:
             raise ValueError(f"cutoff radius must be positive, got {self.r_cut}")
-        if self.type in ANGULAR_TYPES and self.lam not in (-1.0, 1.0):
-            raise ValueError(f"angular lambda must be +1 or -1, got {self.lam}")
-        if self.type in ANGULAR_TYPES and self.zeta < 1.0:
-            raise ValueError(f"angular zeta must be >= 1 (smooth forces), got {self.zeta}")
+        if self.is_compact:
+            _parse_subtype(self.subtype)
+            if self.r_left >= self.r_cut:
+                raise ValueError(f"compact function needs r_left < r_cut, got {self.r_left} >= {self.r_cut}")
+            if self.type in ANGULAR_TYPES:
+                al, ar = self.angle_left, self.angle_right
+                if al >= ar:
+                    raise ValueError(f"compact angular function needs angle_left < angle_right, got {al}, {ar}")
+                centre = 0.5 * (al + ar)
+                if (al < 0.0 and centre != 0.0) or (ar > 180.0 and centre != 180.0):
+                    raise ValueError(f"angle range ({al}, {ar}) leaves [0, 180] with a centre other than 0 or 180")
+                if ar - al > 360.0:
+                    raise ValueError(f"angle range ({al}, {ar}) spans more than 360 degrees")
+        else:
+            if self.type in ANGULAR_TYPES and self.lam not in (-1.0, 1.0):
+                raise ValueError(f"angular lambda must be +1 or -1, got {self.lam}")
+            if self.type in ANGULAR_TYPES and self.zeta < 1.0:
+                raise ValueError(f"angular zeta must be >= 1 (smooth forces), got {self.zeta}")
         if self.type in ANGULAR_TYPES:
             object.__setattr__(self, "neighbors", tuple(sorted(self.neighbors)))
 
     @property
     def is_radial(self) -> bool:
         return self.type in RADIAL_TYPES
+
+    @property
+    def is_compact(self) -> bool:
+        """Polynomial (compact-support) function, n2p2 types 20-22."""
+        return self.type in COMPACT_TYPES
+
+    def n2p2_sort_key(self) -> tuple:
+        """The key by which n2p2 sorts an element's functions (``SymFnc*::operator<``).
+
+        n2p2 orders the functions of each central element by type, then by type-specific
+        parameters; element indices are in atomic-number order. Features, ``scaling.data``
+        rows and network inputs follow this order. (Cutoff type and alpha are shared by
+        all functions here, so they do not change the order.)
+        """
+        if self.type in (20,):
+            return (self.center, self.type, self.subtype, self.neighbors[0], self.r_cut, self.r_left)
+        if self.type in (21, 22):
+            return (self.center, self.type, self.subtype, self.neighbors[0], self.neighbors[1], self.r_cut,
+                    self.r_left, self.angle_left, self.angle_right)
+        if self.type == 2:
+            return (self.center, self.type, self.r_cut, self.eta, self.r_shift, self.neighbors[0])
+        return (self.center, self.type, self.r_cut, self.eta, self.r_shift, self.zeta, self.lam, self.neighbors[0],
+                self.neighbors[1])
 
     @classmethod
     def from_n2p2(cls, line: str, length_unit: float = 1.0) -> "SymmetryFunction":
@@ -119,22 +226,40 @@ class SymmetryFunction:
             if ftype == 2:
                 e1, eta, rs, rc = words[2], float(words[3]), float(words[4]), float(words[5])
                 return cls(center, 2, (element_number(e1),), eta / length_unit**2, rc * length_unit, rs * length_unit)
-            if ftype in ANGULAR_TYPES:
+            if ftype in (3, 9):
                 e1, e2 = element_number(words[2]), element_number(words[3])
                 eta, lam, zeta, rc = (float(w) for w in words[4:8])
                 rs = float(words[8]) if len(words) > 8 else 0.0
                 return cls(center, ftype, (e1, e2), eta / length_unit**2, rc * length_unit, rs * length_unit, lam, zeta)
+            if ftype == 20:
+                e1, rl, rc, sub = words[2], float(words[3]), float(words[4]), words[5]
+                return cls(center, 20, (element_number(e1),), 0.0, rc * length_unit, r_left=rl * length_unit, subtype=sub)
+            if ftype in (21, 22):
+                e1, e2 = element_number(words[2]), element_number(words[3])
+                rl, rc, al, ar = (float(w) for w in words[4:8])
+                return cls(center, ftype, (e1, e2), 0.0, rc * length_unit, r_left=rl * length_unit, angle_left=al,
+                           angle_right=ar, subtype=words[8])
         except (IndexError, ValueError) as err:
             if isinstance(err, ValueError) and "not supported" in str(err):
                 raise
             raise ValueError(f"cannot parse symmetry function line {line!r}: {err}") from None
-        raise ValueError(f"symmetry function type {ftype} in line {line!r} is not supported (supported: 2, 3, 9)")
+        raise ValueError(
+            f"symmetry function type {ftype} in line {line!r} is not supported (supported: {SUPPORTED_TYPES})"
+        )
 
     def to_n2p2(self, length_unit: float = 1.0) -> str:
         """The n2p2 ``symfunction_short`` line (lengths divided by ``length_unit``)."""
         c = chemical_symbols[self.center]
         eta = self.eta * length_unit**2
         rc, rs = self.r_cut / length_unit, self.r_shift / length_unit
+        if self.type == 20:
+            rl = self.r_left / length_unit
+            return f"symfunction_short {c} 20 {chemical_symbols[self.neighbors[0]]} {rl!r} {rc!r} {self.subtype}"
+        if self.type in (21, 22):
+            e1, e2 = (chemical_symbols[z] for z in self.neighbors)
+            rl = self.r_left / length_unit
+            return (f"symfunction_short {c} {self.type} {e1} {e2} {rl!r} {rc!r} {self.angle_left!r} "
+                    f"{self.angle_right!r} {self.subtype}")
         if self.is_radial:
             return f"symfunction_short {c} 2 {chemical_symbols[self.neighbors[0]]} {eta!r} {rs!r} {rc!r}"
         e1, e2 = (chemical_symbols[z] for z in self.neighbors)
@@ -169,6 +294,22 @@ def triplet_indices(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, 
     within = torch.arange(p.shape[0], device=device) - torch.repeat_interleave(group_start, n_after)
     q = p + 1 + within
     return p, q
+
+
+def _compact(a: torch.Tensor, left: torch.Tensor, right: torch.Tensor, kind, asym, inclusive: bool = False) -> torch.Tensor:
+    """n2p2 compact function of ``a`` on ``(left, right)``, zero outside (n2p2 ``CompactFunction``).
+
+    ``inclusive`` keeps the end points (the angular part, whose support is checked by the
+    caller); the value there is the core's value at 1, i.e. 0.
+    """
+    center = (right + left) / 2.0
+    scale = 1.0 / ((right - left) / 2.0)
+    x = ((a - center) * scale).abs()
+    inside = (a >= left) & (a <= right) if inclusive else (a > left) & (a < right)
+    inside = inside & (x < 1.0)
+    x_safe = torch.where(inside, x, torch.zeros_like(x))
+    value = compact_core(x_safe, kind, asym)
+    return torch.where(inside, value, torch.zeros_like(value))
 
 
 class SymmetryFunctions(nn.Module):
@@ -221,40 +362,55 @@ class SymmetryFunctions(nn.Module):
         self.register_buffer("pair_slot", pair_slot, persistent=False)
         self.n_pair_channels = n_pairs
 
-        # distinct parameter sets
-        radial_sets, angular_sets = [], []
-        for f in self.functions:
+        # distinct parameter sets (Gaussian radial/angular, compact radial/angular)
+        radial_sets, angular_sets, cradial_sets, cangular_sets = [], [], [], []
+
+        def set_key(f: SymmetryFunction):
+            if f.is_compact:
+                kind, asym = _parse_subtype(f.subtype)
+                if f.is_radial:
+                    return cradial_sets, (f.r_left, f.r_cut, float(kind), float(asym))
+                return cangular_sets, (float(f.type == 22), f.r_left, f.r_cut, f.angle_left, f.angle_right, float(kind),
+                                       float(asym))
             if f.is_radial:
-                key = (f.eta, f.r_shift, f.r_cut)
-                if key not in radial_sets:
-                    radial_sets.append(key)
-            else:
-                key = (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
-                if key not in angular_sets:
-                    angular_sets.append(key)
+                return radial_sets, (f.eta, f.r_shift, f.r_cut)
+            return angular_sets, (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
+
+        for f in self.functions:
+            sets, key = set_key(f)
+            if key not in sets:
+                sets.append(key)
         self.n_radial_sets, self.n_angular_sets = len(radial_sets), len(angular_sets)
-        self.register_buffer("radial_params", torch.tensor(radial_sets, dtype=torch.float64).reshape(-1, 3), persistent=False)
-        self.register_buffer("angular_params", torch.tensor(angular_sets, dtype=torch.float64).reshape(-1, 6), persistent=False)
-        self.radial_cutoff = max((k[2] for k in radial_sets), default=0.0)
-        self.angular_cutoff = max((k[3] for k in angular_sets), default=0.0)
+        self.n_cradial_sets, self.n_cangular_sets = len(cradial_sets), len(cangular_sets)
+        as_buffer = lambda sets, width: torch.tensor(sets, dtype=torch.float64).reshape(-1, width)
+        self.register_buffer("radial_params", as_buffer(radial_sets, 3), persistent=False)
+        self.register_buffer("angular_params", as_buffer(angular_sets, 6), persistent=False)
+        self.register_buffer("cradial_params", as_buffer(cradial_sets, 4), persistent=False)
+        self.register_buffer("cangular_params", as_buffer(cangular_sets, 7), persistent=False)
+        self.radial_cutoff = max([k[2] for k in radial_sets] + [k[1] for k in cradial_sets], default=0.0)
+        self.angular_cutoff = max([k[3] for k in angular_sets] + [k[2] for k in cangular_sets], default=0.0)
         self.cutoff = max(self.radial_cutoff, self.angular_cutoff)
 
         # gather table: element slot x feature -> column of the flat channel buffer
-        n_rad_cols = n_el * self.n_radial_sets
-        zero_col = n_rad_cols + n_pairs * self.n_angular_sets
+        # layout: [Gaussian radial | Gaussian angular | compact radial | compact angular | zero]
+        offsets = [0]
+        for width in (n_el * self.n_radial_sets, n_pairs * self.n_angular_sets, n_el * self.n_cradial_sets,
+                      n_pairs * self.n_cangular_sets):
+            offsets.append(offsets[-1] + width)
+        zero_col = offsets[-1]
         per_element = [[f for f in self.functions if f.center == z] for z in self.elements]
         self.n_features = [len(fs) for fs in per_element]
         self.max_features = max(self.n_features)
         table = torch.full((n_el, self.max_features), zero_col, dtype=torch.long)
         for e, fs in enumerate(per_element):
             for k, f in enumerate(fs):
+                sets, key = set_key(f)
+                block = [radial_sets, angular_sets, cradial_sets, cangular_sets].index(sets)
                 if f.is_radial:
-                    col = slot[f.neighbors[0]] * self.n_radial_sets + radial_sets.index((f.eta, f.r_shift, f.r_cut))
+                    channel = slot[f.neighbors[0]]
                 else:
-                    a, b = slot[f.neighbors[0]], slot[f.neighbors[1]]
-                    key = (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
-                    col = n_rad_cols + int(pair_slot[a, b]) * self.n_angular_sets + angular_sets.index(key)
-                table[e, k] = col
+                    channel = int(pair_slot[slot[f.neighbors[0]], slot[f.neighbors[1]]])
+                table[e, k] = offsets[block] + channel * len(sets) + sets.index(key)
         self.register_buffer("gather_table", table, persistent=False)
         mask = torch.zeros(n_el, self.max_features, dtype=torch.bool)
         for e, n in enumerate(self.n_features):
@@ -374,6 +530,10 @@ class SymmetryFunctions(nn.Module):
             columns.append(self._radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype))
         if self.n_angular_sets:
             columns.append(self._angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype))
+        if self.n_cradial_sets:
+            columns.append(self._compact_radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype))
+        if self.n_cangular_sets:
+            columns.append(self._compact_angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype))
         columns.append(torch.zeros(n_atoms, 1, dtype=dtype, device=numbers.device))
         flat = torch.cat(columns, dim=1)
         features = torch.gather(flat, 1, self.gather_table[slots])
@@ -421,6 +581,48 @@ class SymmetryFunctions(nn.Module):
         out = torch.zeros(n_atoms * self.n_pair_channels, self.n_angular_sets, dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
         return out.reshape(n_atoms, self.n_pair_channels * self.n_angular_sets)
+
+    def _compact_radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
+        params = self.cradial_params.to(dtype)
+        rl, rc, kind, asym = params[:, 0], params[:, 1], params[:, 2].round().long(), params[:, 3] > 0.5
+        r = graph.distances.unsqueeze(1)  # [M, 1]
+        values = _compact(r, rl, rc, kind, asym)
+        channel = graph.i * n_el + slots[graph.j]
+        out = torch.zeros(n_atoms * n_el, self.n_cradial_sets, dtype=dtype, device=values.device)
+        out = out.index_add(0, channel, values)
+        return out.reshape(n_atoms, n_el * self.n_cradial_sets)
+
+    def _compact_angular(self, slots, graph: Graph, n_atoms: int, dtype) -> torch.Tensor:
+        order = torch.argsort(graph.i, stable=True)
+        centers = graph.i[order]
+        vectors = graph.vectors[order]
+        distances = graph.distances[order]
+        neighbor_slot = slots[graph.j[order]]
+        p, q = triplet_indices(centers, n_atoms)
+        params = self.cangular_params.to(dtype)
+        wide, rl, rc = params[:, 0] > 0.5, params[:, 1], params[:, 2]
+        kind, asym = params[:, 5].round().long(), params[:, 6] > 0.5
+        # angle support in radians, computed as n2p2 does (degrees * pi / 180)
+        a_left, a_right = params[:, 3] * math.pi / 180.0, params[:, 4] * math.pi / 180.0
+        r_ij, r_ik = distances[p].unsqueeze(1), distances[q].unsqueeze(1)
+        v_ij, v_ik = vectors[p], vectors[q]
+        r_jk = (v_ik - v_ij).norm(dim=1).unsqueeze(1)
+        cos = ((v_ij * v_ik).sum(1) / (distances[p] * distances[q])).unsqueeze(1)
+        # n2p2 skips |cos| >= 1 (acos has an infinite derivative there)
+        proper = cos.abs() < 1.0
+        theta = torch.acos(torch.where(proper, cos, torch.zeros_like(cos)))
+        in_angle = proper & (theta >= a_left) & (theta <= a_right)
+        ang = _compact(theta, a_left, a_right, kind, torch.zeros_like(asym), inclusive=True)
+        radial = _compact(r_ij, rl, rc, kind, asym) * _compact(r_ik, rl, rc, kind, asym)
+        rl_jk = rl.clamp_min(0.0)
+        narrow = _compact(r_jk, rl, rc, kind, asym) * ((r_jk > rl_jk) & (r_jk < rc)).to(dtype)
+        radial = torch.where(wide, radial, radial * narrow)
+        values = torch.where(in_angle, ang * radial, torch.zeros_like(radial))
+        pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
+        channel = centers[p] * self.n_pair_channels + pair_channel
+        out = torch.zeros(n_atoms * self.n_pair_channels, self.n_cangular_sets, dtype=dtype, device=values.device)
+        out = out.index_add(0, channel, values)
+        return out.reshape(n_atoms, self.n_pair_channels * self.n_cangular_sets)
 
     # ------------------------------------------------------------------ scaling
     def set_scaling(self, mode: str, g_min, g_max, g_mean, g_sigma, s_min: float = 0.0, s_max: float = 1.0) -> None:
