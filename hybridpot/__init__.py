@@ -7,6 +7,7 @@ charges, Ewald/PME) + E_disp (damped C6). Units: eV, Å, e.
 __version__ = "0.1.0"
 
 from .atomic_nets import ElementNets
+from .calculator import HybridCalculator
 from .cutoff import cutoff_function
 from .descriptors import SymmetryFunction, SymmetryFunctions
 from .dispersion import Dispersion
@@ -27,6 +28,7 @@ __all__ = [
     "ShortRange",
     "Dispersion",
     "HybridPotential",
+    "HybridCalculator",
     "save",
     "load",
     "__version__",

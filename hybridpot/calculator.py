@@ -1,0 +1,161 @@
+"""ASE calculator for hybridpot models.
+
+Units as in ASE: eV, Å, e; stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .model import load
+from .neighbors import NeighborList, compute_neighbors
+from .system import AtomicSystem
+
+__all__ = ["HybridCalculator"]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
+
+
+def _as_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+class HybridCalculator(Calculator):
+    """ASE calculator wrapping a :class:`hybridpot.HybridPotential`.
+
+    Properties: ``energy`` and ``free_energy`` (eV, equal: the model has no electronic
+    entropy), ``energies`` (per atom, eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3, periodic
+    structures only), ``charges`` (e, models with a charge term) and ``dipole`` (e·Å, about
+    the origin, finite structures with a charge term only).
+
+    The total charge is read from ``atoms.info["charge"]`` (default 0). Fragment charge
+    constraints come from the ``fragments``/``fragment_charges`` arguments or, when these
+    are not given, from ``atoms.info["fragments"]`` and ``atoms.info["fragment_charges"]``
+    (see :meth:`hybridpot.AtomicSystem.from_ase`).
+
+    The neighbour list is built at ``model.cutoff + skin`` and reused while atomic numbers,
+    cell and pbc are unchanged and no atom has moved more than ``skin / 2`` since it was
+    built (then every pair within ``model.cutoff`` is still in the list). Any change of atom
+    count, numbers, cell or pbc rebuilds it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or str or path
+        A HybridPotential, or a file saved with :func:`hybridpot.save`.
+    device : str or torch.device
+        Where to evaluate.
+    dtype : {"float64", "float32"} or torch.dtype
+        Evaluation precision. The model is copied when it must be converted (the caller's
+        model is left as it is).
+    skin : float
+        Verlet skin (Å) of the reused neighbour list; 0 rebuilds it at every call.
+    fragments : sequence of sequences of int, optional
+        Atom indices of each fragment (each atom in exactly one).
+    fragment_charges : sequence of float, optional
+        Total charge (e) of each fragment (default 0 for each).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges", "dipole"]
+
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float64",
+        skin: float = 0.5,
+        fragments: Optional[Sequence[Sequence[int]]] = None,
+        fragment_charges: Optional[Sequence[float]] = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(model, torch.nn.Module):
+            model = load(model, map_location=device)
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.device = torch.device(device)
+        self.dtype = _as_dtype(dtype)
+        if model.dtype != self.dtype or model.device != self.device:
+            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
+        self.model = model.eval()
+        self.skin = float(skin)
+        self.fragments = fragments
+        self.fragment_charges = fragment_charges
+        #: number of neighbour-list builds so far (for diagnostics)
+        self.n_neighbor_builds = 0
+        self._nl: Optional[NeighborList] = None
+        self._nl_key = None
+        self._nl_positions: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_file(cls, path, **kwargs) -> "HybridCalculator":
+        """Calculator for a model file saved with :func:`hybridpot.save`."""
+        return cls(load(path, map_location=kwargs.get("device", "cpu")), **kwargs)
+
+    # ------------------------------------------------------------------ neighbour list
+    def _neighbors(self, atoms, system: AtomicSystem) -> NeighborList:
+        positions = atoms.get_positions()
+        key = (
+            len(atoms),
+            atoms.get_atomic_numbers().tobytes(),
+            np.asarray(atoms.get_cell().array, dtype=np.float64).tobytes(),
+            np.asarray(atoms.get_pbc(), dtype=bool).tobytes(),
+        )
+        if self._nl is not None and self._nl_key == key and self.skin > 0:
+            moved = np.linalg.norm(positions - self._nl_positions, axis=1).max()
+            if moved < 0.5 * self.skin:
+                return self._nl
+        self._nl = compute_neighbors(system, self.model.cutoff + self.skin)
+        self._nl_key = key
+        self._nl_positions = positions.copy()
+        self.n_neighbor_builds += 1
+        return self._nl
+
+    def reset(self):
+        super().reset()
+        self._nl = None
+        self._nl_key = None
+        self._nl_positions = None
+
+    # ------------------------------------------------------------------ calculation
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        system = AtomicSystem.from_ase(
+            atoms,
+            dtype=self.dtype,
+            device=self.device,
+            fragments=self.fragments,
+            fragment_charges=self.fragment_charges,
+        )
+        periodic = bool(np.any(atoms.get_pbc()))
+        neighbors = self._neighbors(atoms, system)
+        # stress costs an extra strain derivative: only when asked for (ASE asks again if needed)
+        want_stress = periodic and "stress" in properties
+        out = self.model(system, compute_forces=True, compute_stress=want_stress, neighbors=neighbors)
+        energy = float(out["energy"][0])
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if want_stress:
+            stress = out["stress"][0].detach().cpu().double().numpy()
+            results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if "charges" in out:
+            results["charges"] = out["charges"].detach().cpu().double().numpy()
+            if not periodic:
+                results["dipole"] = out["dipole"][0].detach().cpu().double().numpy()
+        self.results = results
