@@ -1,0 +1,210 @@
+"""The ``hybridpot`` command line.
+
+Usage::
+
+    hybridpot train config.yaml [--resume] [--no-progress] [--output DIR]
+    hybridpot evaluate model.pt data.xyz [--format F] [--units U] [--keys energy=E,forces=F] [--output DIR]
+
+Adding a subcommand (e.g. ``convert`` or ``demo``) takes one small function pair and one
+``register`` call in this module (or any module imported here)::
+
+    def _configure_demo(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--steps", type=int, default=100)
+
+    def _run_demo(args: argparse.Namespace) -> int:
+        ...
+        return 0            # exit status
+
+    register("demo", "run a short demonstration", _configure_demo, _run_demo)
+
+``run`` functions may raise ``ValueError``/``FileNotFoundError`` for bad input: ``main``
+prints ``hybridpot <command>: error: <message>`` and returns exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+__all__ = ["main", "register", "build_parser"]
+
+#: name -> (help, configure(parser), run(args) -> int)
+COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {}
+
+
+def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int]) -> None:
+    """Add a subcommand ``hybridpot <name>``."""
+    if name in COMMANDS:
+        raise ValueError(f"subcommand {name!r} is already registered")
+    COMMANDS[name] = (help, configure, run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="hybridpot", description="Machine-learned interatomic potentials with long-range physics.")
+    parser.add_argument("--version", action="version", version=f"hybridpot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, (help_, configure, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        configure(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``hybridpot`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"hybridpot {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hybridpot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _parse_keys(text: Optional[str]) -> dict:
+    """``"energy=REF_energy,forces=REF_forces"`` -> dict."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"--keys expects name=key pairs separated by commas, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _print_metrics(title: str, acc) -> None:
+    print(f"\n{title}")
+    print(acc.table())
+
+
+# ---------------------------------------------------------------------------------- train
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML configuration (see examples/train_config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint.pt")
+    p.add_argument("--output", default=None, help="run directory (overrides output.directory)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    import yaml
+
+    from .io import read_structures
+    from .training.builder import build_model
+    from .training.config import load_config
+    from .training.dataset import AtomsDataset
+    from .training.trainer import Trainer, evaluate_model
+
+    cfg = load_config(args.config)
+    d, t = cfg.data, cfg.training
+    if not d.train:
+        raise ValueError(f"{args.config}: data.train is required")
+    run_dir = Path(args.output) if args.output else cfg.resolve(cfg.output.directory)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.resume and not (run_dir / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"{run_dir / 'checkpoint.pt'}: nothing to resume")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k != "base_dir"},
+                                                         sort_keys=False))
+    read = lambda path: read_structures(cfg.resolve(path), format=d.format, keys=d.keys, units=d.units)
+    images = {"train": read(d.train)}
+    for name in ("validation", "test"):
+        if getattr(d, name):
+            images[name] = read(getattr(d, name))
+    elements = sorted({int(z) for imgs in images.values() for a in imgs for z in a.get_atomic_numbers()})
+
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    model = build_model(cfg.model, elements, cfg.base_dir)
+    cutoff = model.cutoff
+    sets = {k: AtomsDataset.from_atoms(v, cutoff, charges_as_input=d.charges_as_input) for k, v in images.items()}
+    train = sets["train"]
+    if "validation" not in sets:
+        fr = list(d.split)
+        if "test" in sets:
+            fr = fr[:2]
+        parts = train.split(fr, seed=d.seed)
+        train, sets["validation"] = parts[0], parts[1]
+        if "test" not in sets:
+            sets["test"] = parts[2]
+    sets["train"] = train
+    print(f"hybridpot train: {cfg.model.kind} model, {sum(p.numel() for p in model.parameters())} parameters, "
+          f"elements {elements}, cutoff {cutoff:.3g} Å; structures: "
+          + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    trainer = Trainer(model, train, sets["validation"], t, directory=run_dir,
+                      scaling=cfg.model.scaling if cfg.model.from_file is None else None,
+                      scaling_range=cfg.model.scaling_range, progress=cfg.output.progress and not args.no_progress)
+    final = trainer.fit(resume=args.resume)
+    summary = {}
+    for name, ds in sets.items():
+        if len(ds) == 0:
+            continue
+        acc = evaluate_model(final, ds, batch_size=t.batch_size)
+        summary[name] = acc.compute()
+        _print_metrics(f"{name} ({len(ds)} structures), float64:", acc)
+    (run_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
+    print(f"\nmodel written to {run_dir / 'model.pt'}; metrics log {run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+register("train", "train a model from a YAML config", _configure_train, _run_train)
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model file written by hybridpot.save / hybridpot train")
+    p.add_argument("data", help="reference structures (extended XYZ or n2p2 input.data)")
+    p.add_argument("--format", default=None, help="extxyz or input.data (default: from the file name)")
+    p.add_argument("--units", default="angstrom_ev", help="units of an input.data file: angstrom_ev or bohr_hartree")
+    p.add_argument("--keys", default=None, help="key names in the xyz file, e.g. energy=REF_energy,forces=REF_forces")
+    p.add_argument("--output", default=".", help="directory for parity plots and metrics.json (default: .)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-plots", action="store_true")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .model import load
+    from .training.dataset import AtomsDataset
+    from .training.losses import UNITS
+    from .training.plots import parity_plot
+    from .training.trainer import evaluate_model
+
+    model_path = Path(args.model)
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path}: no such model file")
+    model = load(model_path)
+    ds = AtomsDataset.from_file(args.data, model.cutoff, format=args.format, keys=_parse_keys(args.keys), units=args.units)
+    acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True)
+    _print_metrics(f"{args.data}: {len(ds)} structures, {ds.n_atoms} atoms (float64)", acc)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(acc.compute(), indent=1))
+    if not args.no_plots:
+        titles = {"energy": "energy per atom", "forces": "force components", "charges": "atomic charges",
+                  "dipole": "dipole components"}
+        for name, (ref, pred) in acc.parity_data().items():
+            path = parity_plot(ref, pred, titles[name], UNITS[name], out / f"parity_{name}.png")
+            print(f"wrote {path}")
+    return 0
+
+
+register("evaluate", "RMSE/MAE table and parity plots of a model on reference data", _configure_evaluate, _run_evaluate)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,448 @@
+"""Training loop: the n2p2-style two-stage 4G schedule, checkpoints that resume bit-exactly.
+
+Stages
+------
+``"charges"`` (4G models whose charge term has parameters, when the training data has
+reference charges or dipoles): only the charge model (electronegativity networks,
+hardness, widths) is optimised, against reference charges (or dipoles where charges are
+absent) and optionally the total charge.
+
+``"energy"``: the charge model is frozen; the other parameters (short range, learnable
+dispersion scale, ...) are optimised against energies per atom and forces. The model's
+total energy includes electrostatics and dispersion, so the short range learns the
+reference minus those terms. Per-element energy offsets are fitted by least squares to
+(reference - electrostatics - dispersion) of the training split and kept in float64
+outside the network during training (so float32 training never handles large absolute
+energies); they are stored in ``ShortRange.atomic_energy_offset`` of the saved model.
+
+A 2G model (short range only) has only the energy stage.
+
+Every stage: Adam, a learning-rate schedule, gradient-norm clipping, early stopping on
+the validation loss, the best weights restored at the end. Each epoch writes
+``checkpoint.pt`` (model, optimiser, scheduler, RNG states, epoch, history), so a killed
+run resumed with ``fit(resume=True)`` ends with the same weights, bit for bit on CPU,
+as an uninterrupted run. ``metrics.jsonl`` gets one line per epoch; ``best_model.pt``
+and ``model.pt`` are float64 models loadable with :func:`hybridpot.load`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..descriptors import SymmetryFunctions
+from ..model import save
+from ..neighbors import build_graph
+from .config import TrainingConfig
+from .dataset import AtomsDataset, Batch
+from .losses import LossWeights, MetricAccumulator, compute_loss, dipole_of
+from .preprocessing import fit_descriptor_scaling, fit_energy_offsets
+
+__all__ = ["Trainer", "evaluate_model", "TrainingInterrupted"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by a callback to stop training (the last checkpoint stays resumable)."""
+
+
+def _loss_from_metrics(metrics: Dict[str, float], weights: LossWeights) -> float:
+    total = 0.0
+    for name, w in asdict(weights).items():
+        key = f"{name}_rmse"
+        if w > 0 and key in metrics:
+            total += w * metrics[key] ** 2
+    return total
+
+
+def _has_parameters(module: Optional[nn.Module]) -> bool:
+    return module is not None and any(True for _ in module.parameters())
+
+
+@torch.no_grad()
+def _other_energies(model: nn.Module, dataset: AtomsDataset, batch_size: int) -> np.ndarray:
+    """Energies of every term but the short range (eV, float64), one per structure."""
+    if model.electrostatics is None and model.dispersion is None:
+        return np.zeros(len(dataset))
+    m = copy.deepcopy(model).to(torch.float64)
+    m.short_range = None
+    out = []
+    for batch in dataset.batches(batch_size):
+        pred = m(batch.system, compute_forces=False, compute_stress=False, neighbors=batch.neighbors)
+        out.append(pred["energy"].cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: AtomsDataset,
+    batch_size: int = 16,
+    keep_values: bool = False,
+    dtype: torch.dtype = torch.float64,
+    energy_offsets: Optional[torch.Tensor] = None,
+) -> MetricAccumulator:
+    """Metrics of ``model`` (converted to ``dtype``) on ``dataset``.
+
+    ``energy_offsets`` ([119], eV) are subtracted from the reference energies when the
+    model does not contain them (during training).
+    """
+    model = model.to(dtype)
+    model.eval()
+    acc = MetricAccumulator(keep_values=keep_values)
+    want_forces = dataset.has("forces")
+    for batch in dataset.batches(batch_size):
+        if energy_offsets is not None:
+            batch = batch.with_energy_offsets(energy_offsets)
+        pred = model(batch.system, compute_forces=want_forces, compute_stress=False, neighbors=batch.neighbors)
+        acc.update(pred, batch)
+    return acc
+
+
+class Trainer:
+    """Fits a :class:`~hybridpot.model.HybridPotential` to reference data.
+
+    Parameters
+    ----------
+    model : HybridPotential
+        The model (float64 on entry; trained in ``config.dtype``).
+    train, validation : AtomsDataset
+        Training and validation splits (``validation`` may be None: the training loss then
+        drives early stopping and model selection).
+    config : TrainingConfig, optional
+    directory : str or Path, optional
+        Run directory for checkpoints, models and the metrics log (None: nothing written,
+        no resume).
+    scaling : str or None
+        Symmetry-function scaling mode fitted on ``train`` before training ("scalecenter",
+        "scale", "center", "sigma", "none"); None keeps the model's scaling.
+    scaling_range : (float, float)
+        Target interval ``(S_min, S_max)`` of the scaling.
+    progress : bool
+        Show tqdm progress bars with live losses.
+    callback : callable, optional
+        ``callback(trainer, stage, epoch, record)`` after each epoch's checkpoint; raise
+        :class:`TrainingInterrupted` to stop.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: AtomsDataset,
+        validation: Optional[AtomsDataset] = None,
+        config: Optional[TrainingConfig] = None,
+        directory: Optional[str | Path] = None,
+        scaling: Optional[str] = "scalecenter",
+        scaling_range=(-1.0, 1.0),
+        progress: bool = True,
+        callback: Optional[Callable] = None,
+    ):
+        self.model = model
+        self.train = train
+        self.validation = validation if validation is not None and len(validation) > 0 else None
+        self.config = config if config is not None else TrainingConfig()
+        self.directory = Path(directory) if directory is not None else None
+        self.scaling = scaling
+        self.scaling_range = tuple(float(x) for x in scaling_range)
+        self.progress = progress
+        self.callback = callback
+        self.dtype = _DTYPES[self.config.dtype]
+        for name, ds in (("train", train), ("validation", self.validation)):
+            if ds is not None and ds.cutoff < model.cutoff - 1e-12:
+                raise ValueError(f"{name} neighbour lists ({ds.cutoff} Å) are shorter than the model cutoff ({model.cutoff} Å)")
+        self.energy_weights = LossWeights.from_dict(self.config.weights)
+        self.charge_weights = LossWeights.from_dict({"energy": 0.0, "forces": 0.0, **self.config.charge_weights})
+        self.stages: List[str] = []
+        has_charge_refs = train.has("charges") or train.has("dipole")
+        if _has_parameters(model.charges) and has_charge_refs and self.config.charge_epochs > 0:
+            self.stages.append("charges")
+        if self.config.epochs > 0:
+            self.stages.append("energy")
+        self.offsets = torch.zeros(119, dtype=torch.float64)
+        self.history: List[dict] = []
+        self.generator = torch.Generator().manual_seed(int(self.config.seed))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def short_range(self):
+        return getattr(self.model, "short_range", None)
+
+    def _descriptors(self) -> List[SymmetryFunctions]:
+        seen, out = set(), []
+        for m in self.model.modules():
+            if isinstance(m, SymmetryFunctions) and id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+        return out
+
+    def _stage_parameters(self, stage: str) -> List[nn.Parameter]:
+        charge_params = {id(p) for p in self.model.charges.parameters()} if self.model.charges is not None else set()
+        if stage == "charges":
+            return list(self.model.charges.parameters())
+        return [p for p in self.model.parameters() if id(p) not in charge_params]
+
+    def _set_trainable(self, stage: str) -> None:
+        trainable = {id(p) for p in self._stage_parameters(stage)}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+
+    def _make_optimizer(self, stage: str, n_epochs: int):
+        lr = self.config.charge_lr if stage == "charges" else self.config.lr
+        opt = torch.optim.Adam(self._stage_parameters(stage), lr=lr)
+        sc = self.config.scheduler
+        if sc.kind == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=sc.factor, patience=sc.patience, min_lr=sc.min_lr)
+        elif sc.kind == "exponential":
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=sc.gamma)
+        elif sc.kind == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(n_epochs, 1), eta_min=sc.min_lr)
+        else:
+            sched = None
+        return opt, sched
+
+    def _weights(self, stage: str) -> LossWeights:
+        return self.charge_weights if stage == "charges" else self.energy_weights
+
+    def _predict(self, stage: str, batch: Batch, training: bool) -> Dict[str, torch.Tensor]:
+        system = batch.system
+        if stage == "charges":
+            with torch.set_grad_enabled(training):
+                graph = build_graph(system, batch.neighbors, cutoff=self.model.cutoff)
+                q, _ = self.model.charges(system, graph)
+                return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
+        w = self.energy_weights
+        need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
+        return self.model(
+            system, compute_forces=need_forces, compute_stress=False, create_graph=training and need_forces,
+            neighbors=batch.neighbors,
+        )
+
+    def _validate(self, stage: str, dataset: AtomsDataset) -> Dict[str, float]:
+        self.model.eval()
+        acc = MetricAccumulator()
+        for batch in dataset.batches(self.config.batch_size):
+            batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+            pred = self._predict(stage, batch, training=False)
+            acc.update(pred, batch)
+        return acc.compute()
+
+    def _file(self, name: str) -> Optional[Path]:
+        return None if self.directory is None else self.directory / name
+
+    def export_model(self) -> nn.Module:
+        """A float64 copy of the current model with the energy offsets stored in it."""
+        m = copy.deepcopy(self.model).to(torch.float64)
+        for p in m.parameters():
+            p.requires_grad_(True)
+        if self.short_range is not None:
+            m.short_range.atomic_energy_offset.copy_(self.offsets)
+        m.eval()
+        return m
+
+    def _write_log(self) -> None:
+        path = self._file("metrics.jsonl")
+        if path is None:
+            return
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        os.replace(tmp, path)
+
+    def _append_log(self, record: dict) -> None:
+        path = self._file("metrics.jsonl")
+        if path is None:
+            return
+        if len(self.history) == 1:
+            path.write_text("")
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _save_checkpoint(self, state: dict) -> None:
+        path = self._file("checkpoint.pt")
+        if path is None:
+            return
+        payload = {
+            "format": "hybridpot-checkpoint",
+            **state,
+            "model_state": self.model.state_dict(),
+            "offsets": self.offsets.clone(),
+            "history": list(self.history),
+            "generator_state": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "config": asdict(self.config),
+        }
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self) -> None:
+        """Fit descriptor scaling on the training split (float64, before training)."""
+        if self.scaling is not None:
+            for d in self._descriptors():
+                fit_descriptor_scaling(d.to(torch.float64), self.train, mode=self.scaling,
+                                       s_min=self.scaling_range[0], s_max=self.scaling_range[1])
+
+    def _start_energy_stage(self) -> None:
+        """Energy offsets from the training split, for what the short range must fit."""
+        sr = self.short_range
+        if sr is None:
+            return
+        existing = sr.atomic_energy_offset.detach().to(torch.float64).cpu().clone()
+        if self.config.fit_energy_offsets and self.train.has("energy"):
+            other = _other_energies(self.model, self.train, self.config.batch_size)
+            energies = np.array([s.energy for s in self.train.samples]) - other
+            self.offsets = fit_energy_offsets(self.train, sr.elements, energies)
+        else:
+            self.offsets = self.offsets + existing
+        with torch.no_grad():
+            sr.atomic_energy_offset.zero_()
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, resume: bool = False) -> nn.Module:
+        """Run all stages; return the best model (float64, offsets included).
+
+        With ``resume=True`` and a ``checkpoint.pt`` in the run directory, training
+        continues from it (the model passed in must have the same architecture).
+        """
+        ckpt = None
+        if resume:
+            path = self._file("checkpoint.pt")
+            if path is None:
+                raise ValueError("resume needs a run directory")
+            if path.exists():
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                if ckpt.get("format") != "hybridpot-checkpoint":
+                    raise ValueError(f"{path} is not a hybridpot checkpoint")
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+        if ckpt is None:
+            self.prepare()
+            self.model.to(self.dtype)
+            if self.short_range is not None:
+                # offsets live in float64 outside the network during training
+                self.offsets = self.short_range.atomic_energy_offset.detach().to(torch.float64).cpu().clone()
+                with torch.no_grad():
+                    self.short_range.atomic_energy_offset.zero_()
+            start_stage, stage_state = 0, None
+        else:
+            self.model.to(self.dtype)
+            self.model.load_state_dict(ckpt["model_state"])
+            self.offsets = ckpt["offsets"]
+            self.history = list(ckpt["history"])
+            self.generator.set_state(ckpt["generator_state"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            np.random.set_state(ckpt["numpy_rng"])
+            random.setstate(ckpt["python_rng"])
+            start_stage = ckpt["stage_index"]
+            stage_state = ckpt if ckpt.get("optimizer_state") is not None else None
+            self._write_log()
+
+        for k in range(start_stage, len(self.stages)):
+            self._run_stage(k, stage_state)
+            stage_state = None
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        final = self.export_model()
+        if self.directory is not None:
+            save(final, self.directory / "model.pt")
+        return final
+
+    def _run_stage(self, k: int, state: Optional[dict]) -> None:
+        stage = self.stages[k]
+        cfg = self.config
+        n_epochs = cfg.charge_epochs if stage == "charges" else cfg.epochs
+        weights = self._weights(stage)
+        self._set_trainable(stage)
+        if state is None and stage == "energy":
+            self._start_energy_stage()
+        opt, sched = self._make_optimizer(stage, n_epochs)
+        if state is None:
+            start_epoch, best_loss, bad = 0, math.inf, 0
+            best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            opt.load_state_dict(state["optimizer_state"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler_state"])
+            start_epoch, best_loss, bad = state["epoch"], state["best_loss"], state["bad_epochs"]
+            best_state = state["best_state"]
+
+        bar = tqdm(range(start_epoch, n_epochs), desc=f"{stage}", disable=not self.progress, initial=start_epoch,
+                   total=n_epochs, unit="epoch", leave=True)
+        stopped = False
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self.model.train()
+            acc = MetricAccumulator()
+            inner = tqdm(self.train.batches(cfg.batch_size, shuffle=True, generator=self.generator),
+                         total=self.train.n_batches(cfg.batch_size), desc=f"{stage} epoch {epoch + 1}",
+                         disable=not self.progress, leave=False, unit="batch")
+            for batch in inner:
+                batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+                pred = self._predict(stage, batch, training=True)
+                loss, parts = compute_loss(pred, batch, weights)
+                opt.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    loss.backward()
+                    if cfg.clip_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(self._stage_parameters(stage), cfg.clip_grad_norm)
+                    opt.step()
+                acc.update(pred, batch)
+                inner.set_postfix(loss=f"{float(loss.detach()):.3e}")
+            train_metrics = acc.compute()
+            train_loss = _loss_from_metrics(train_metrics, weights)
+            val_metrics = self._validate(stage, self.validation) if self.validation is not None else {}
+            val_loss = _loss_from_metrics(val_metrics, weights) if self.validation is not None else train_loss
+            lr = opt.param_groups[0]["lr"]
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(val_loss)
+            elif sched is not None:
+                sched.step()
+            improved = val_loss < best_loss * (1.0 - cfg.early_stopping_min_delta)
+            if improved:
+                best_loss, bad = val_loss, 0
+                best_state = copy.deepcopy(self.model.state_dict())
+                if self.directory is not None:
+                    save(self.export_model(), self.directory / "best_model.pt")
+            else:
+                bad += 1
+            record = {"stage": stage, "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                      "best": bool(improved), "time_s": time.perf_counter() - t0}
+            record.update({f"train_{k_}": v for k_, v in train_metrics.items()})
+            record.update({f"val_{k_}": v for k_, v in val_metrics.items()})
+            self.history.append(record)
+            self._append_log(record)
+            stopped = cfg.early_stopping_patience > 0 and bad >= cfg.early_stopping_patience
+            last = stopped or epoch + 1 == n_epochs
+            if not last and cfg.checkpoint_every > 0 and (epoch + 1) % cfg.checkpoint_every == 0:
+                self._save_checkpoint({
+                    "stage_index": k, "stage": stage, "epoch": epoch + 1,
+                    "optimizer_state": opt.state_dict(),
+                    "scheduler_state": sched.state_dict() if sched is not None else None,
+                    "best_loss": best_loss, "best_state": best_state, "bad_epochs": bad,
+                })
+            key = "charges_rmse" if stage == "charges" else "energy_rmse"
+            bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val_loss:.3e}",
+                            **({key: f"{val_metrics.get(key, train_metrics.get(key, float('nan'))):.3g}"}))
+            if self.callback is not None:
+                self.callback(self, stage, epoch + 1, record)
+            if stopped:
+                break
+        bar.close()
+        self.model.load_state_dict(best_state)
+        # the stage is done: the next one starts from this state
+        self._save_checkpoint({"stage_index": k + 1, "stage": stage, "epoch": 0, "optimizer_state": None})
