@@ -1,0 +1,459 @@
+"""Charge models: fixed input charges and 4G-HDNNP charge equilibration (QEq).
+
+Charge equilibration (Ko et al., Nat. Commun. 12, 398 (2021)): an element-wise network
+gives each atom an electronegativity ``chi_i`` (eV/e) from its symmetry functions; with
+per-element hardness ``J_Z > 0`` (eV/e^2) and Gaussian widths ``sigma_Z > 0`` (Å) the
+charges minimise::
+
+    E_QEq(q) = sum_i [chi_i q_i + 1/2 (J_i + k_e/(sigma_i sqrt(pi))) q_i^2]
+             + 1/2 sum_{i != j, images} k_e q_i q_j erf(r_ij/(sqrt(2) gamma_ij)) / r_ij
+
+subject to one total charge per structure, or one per fragment (``system.fragments`` /
+``system.fragment_charges``). The Coulomb part is the one of
+:mod:`hybridpot.electrostatics` (same kernels and periodic operator; the periodic
+neutralising background included). The linear system is ``A q = -chi - B^T mu``,
+``B q = Q`` with ``A = C + diag(J + k_e/(sigma sqrt(pi)))`` symmetric positive definite.
+
+Solvers
+-------
+* ``"dense"``: Cholesky of ``A`` (finite: direct sum; periodic: Ewald matrix) and the
+  Lagrange multipliers from ``A [x, Y] = [-chi, B^T]``; differentiable to any order by
+  torch autograd (training on forces).
+* ``"matrix_free"`` (periodic structures only): projected conjugate gradients on the
+  constraint subspace ``{B v = 0}`` (one right-hand side for any number of fragments),
+  ``A v`` from the PME (or Ewald) operator of torch-pme + erfc correction on the
+  neighbour list + diagonal, Jacobi preconditioner ``1/(J + k_e/(sigma sqrt(pi)))``.
+  Gradients by implicit differentiation: the backward pass solves ``P A P lambda = P g``
+  once more and differentiates one explicit ``A q`` product; first derivatives only
+  (forces, stress, parameter gradients of an energy loss), not force training.
+* ``"auto"``: matrix-free for periodic structures with at least ``matrix_free_min_atoms``
+  atoms, dense otherwise.
+
+Fractional-charge limit (documented, tested): with only a total-charge constraint, two
+separated neutral fragments A and B do not become neutral. At infinite separation
+``E_QEq = sum over fragments of chi q + 1/2 J' q^2`` with a transfer ``q`` from B to A
+minimising ``(chi_A - chi_B) q + 1/2 (J'_A + J'_B) q^2`` (each fragment's internal
+response folded in), i.e. ``q_A = -(chi_A - chi_B)/(J'_A + J'_B)``; for a diatomic with
+``J' = J + k_e/(sigma sqrt(pi))``, ``q_1 = -(chi_1 - chi_2)/(J'_1 + J'_2)`` -- the known
+spurious charge transfer of QEq at dissociation. Per-fragment constraints remove it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .atomic_nets import ElementNets
+from .descriptors import SymmetryFunctions, element_number
+from .electrostatics import (
+    COULOMB_CONSTANT,
+    EwaldParameters,
+    PeriodicCoulomb,
+    direct_coulomb_matrix,
+    periodic_operator,
+)
+from .neighbors import Graph
+from .system import AtomicSystem
+
+__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "projected_cg", "solve_qeq_dense"]
+
+_SQRT_PI = math.sqrt(math.pi)
+
+
+class QEqConvergenceError(RuntimeError):
+    """Conjugate gradients did not reach the requested tolerance."""
+
+
+def _element_table(values, elements: Sequence[int], name: str, default: Optional[float] = None) -> Dict[int, float]:
+    """Per-element values from a float (all elements) or a dict keyed by symbol or number."""
+    if isinstance(values, dict):
+        table = {element_number(k): float(v) for k, v in values.items()}
+        missing = [z for z in elements if z not in table]
+        if missing and default is None:
+            raise ValueError(f"{name} missing for element(s) {missing}")
+        return {z: table.get(z, default) for z in elements}
+    return {z: float(values) for z in elements}
+
+
+def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+# ---------------------------------------------------------------------------- fixed charges
+class FixedCharges(nn.Module):
+    """Charges given with the input (``system.initial_charges``, e.g. ase initial charges).
+
+    Parameters
+    ----------
+    sigma : float or dict, optional
+        Gaussian width (Å) for all atoms, or per element (symbol or atomic number);
+        None: point charges.
+    """
+
+    cutoff = 0.0
+
+    def __init__(self, sigma: Optional[float | Dict] = None):
+        super().__init__()
+        table = torch.full((119,), float("nan"), dtype=torch.float64)
+        self.point_charges = sigma is None
+        if isinstance(sigma, dict):
+            for k, v in sigma.items():
+                table[element_number(k)] = float(v)
+        elif sigma is not None:
+            table[:] = float(sigma)
+        if bool((table[~torch.isnan(table)] <= 0).any()):
+            raise ValueError(f"Gaussian widths must be positive, got {sigma}")
+        self.register_buffer("sigma_table", table)
+
+    def forward(self, system: AtomicSystem, graph: Optional[Graph] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(q [N] e, sigma [N] Å or None)``; zero charges when the input has none."""
+        q = system.initial_charges
+        if q is None:
+            q = torch.zeros(system.n_atoms, dtype=system.dtype, device=system.device)
+        if q.shape != (system.n_atoms,):
+            raise ValueError(f"initial charges must have shape [{system.n_atoms}], got {list(q.shape)}")
+        if self.point_charges:
+            return q, None
+        sigma = self.sigma_table.to(system.dtype)[system.numbers]
+        if bool(torch.isnan(sigma).any()):
+            missing = sorted(set(system.numbers[torch.isnan(sigma)].tolist()))
+            raise ValueError(f"FixedCharges has no Gaussian width for element(s) {missing}")
+        return q, sigma
+
+
+# ---------------------------------------------------------------------------- solvers
+def _group_mean(v: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    sums = torch.zeros(counts.shape[0], dtype=v.dtype, device=v.device).index_add(0, groups, v)
+    return (sums / counts)[groups]
+
+
+def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, precond: torch.Tensor,
+                 tol: float = 1e-10, maxiter: int = 1000) -> Tuple[torch.Tensor, int, float]:
+    """Solve ``P A P x = P b`` with ``x`` in ``{v: sum_{i in g} v_i = 0 for every group g}``.
+
+    ``P`` subtracts each group's mean. Preconditioned CG with the symmetric preconditioner
+    ``P diag(precond) P``. Stops when ``|P (b - A x)| <= tol |P b|``.
+
+    Returns ``(x, iterations, relative residual)``. Raises :class:`QEqConvergenceError`
+    (with the residual) if ``maxiter`` is reached and ``ValueError`` if ``A`` is not
+    positive definite on the subspace (singular system).
+    """
+    counts = torch.zeros(n_groups, dtype=b.dtype, device=b.device).index_add(0, groups, torch.ones_like(b))
+
+    def project(v):
+        return v - _group_mean(v, groups, counts)
+
+    r = project(b)
+    x = torch.zeros_like(b)
+    b_norm = float(r.norm())
+    if b_norm == 0.0:
+        return x, 0, 0.0
+    z = project(precond * r)
+    p = z
+    rz = torch.dot(r, z)
+    res = 1.0
+    for it in range(1, maxiter + 1):
+        ap = project(matvec(p))
+        pap = torch.dot(p, ap)
+        if not bool(pap > 0) or not bool(torch.isfinite(pap)):
+            raise ValueError(
+                f"QEq matrix is singular or not positive definite on the constraint space (p.Ap = {float(pap):.3e} "
+                f"at CG iteration {it}); check hardness and widths"
+            )
+        alpha = rz / pap
+        x = x + alpha * p
+        r = r - alpha * ap
+        res = float(r.norm()) / b_norm
+        if res <= tol:
+            return x, it, res
+        z = project(precond * r)
+        rz_new = torch.dot(r, z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    raise QEqConvergenceError(
+        f"QEq conjugate gradients did not converge in {maxiter} iterations: relative residual {res:.3e} > tol {tol:.1e}"
+    )
+
+
+def solve_qeq_dense(a: torch.Tensor, chi: torch.Tensor, groups: torch.Tensor, totals: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ``chi.q + 1/2 q.A q`` subject to ``sum_{i in g} q_i = totals[g]``.
+
+    Parameters
+    ----------
+    a : [n, n] symmetric positive definite matrix (eV/e^2)
+    chi : [n] (eV/e);  groups : [n] int in ``0..G-1``;  totals : [G] (e)
+
+    Returns ``(q [n], E_QEq scalar)``. Differentiable to any order. Raises ``ValueError``
+    when ``A`` is singular / not positive definite.
+    """
+    n_groups = totals.shape[0]
+    l, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        raise ValueError(
+            f"QEq matrix is singular or not positive definite (Cholesky failed at column {int(info)}); "
+            "check hardness, widths and overlapping atoms"
+        )
+    b = torch.nn.functional.one_hot(groups, n_groups).to(a.dtype)  # [n, G] = B^T
+    sol = torch.cholesky_solve(torch.cat([-chi.unsqueeze(1), b], dim=1), l)
+    x, y = sol[:, 0], sol[:, 1:]
+    schur = b.T @ y  # [G, G], SPD
+    mu = torch.linalg.solve(schur, totals - b.T @ x)
+    q = x + y @ mu
+    if not bool(torch.isfinite(q).all()):
+        raise ValueError("QEq solution is not finite (singular system)")
+    energy = torch.dot(chi, q) + 0.5 * torch.dot(q, a @ q)
+    return q, energy
+
+
+class _MatrixFreeQEq(torch.autograd.Function):
+    """Charges from projected CG; backward by one more (adjoint) solve."""
+
+    @staticmethod
+    def forward(ctx, setup, chi, diag, positions, cell, distances, sigma):
+        with torch.no_grad():
+            op = setup.operator(positions, cell, distances, sigma)
+
+            def matvec(v):
+                return op.matvec(v) + diag * v
+
+            q0 = setup.totals[setup.groups] / setup.counts[setup.groups]
+            x, iters, res = projected_cg(
+                matvec, -chi - matvec(q0), setup.groups, setup.n_groups, 1.0 / diag, setup.tol, setup.maxiter
+            )
+            q = q0 + x
+        setup.iterations.append(iters)
+        ctx.setup = setup
+        ctx.save_for_backward(chi, diag, positions, cell, distances, sigma, q)
+        return q
+
+    @staticmethod
+    def backward(ctx, grad_q):
+        setup = ctx.setup
+        chi, diag, positions, cell, distances, sigma, q = ctx.saved_tensors
+        with torch.no_grad():
+            op = setup.operator(positions, cell, distances, sigma)
+            lam, iters, _ = projected_cg(
+                lambda v: op.matvec(v) + diag * v, grad_q, setup.groups, setup.n_groups, 1.0 / diag, setup.tol, setup.maxiter
+            )
+        setup.iterations.append(iters)
+        inputs = [diag, positions, cell, distances, sigma]
+        needs = ctx.needs_input_grad[2:]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip(inputs, needs)]
+            op = setup.operator(*leaves[1:])
+            aq = op.matvec(q.detach()) + leaves[0] * q.detach()
+            wanted = [t for t, n in zip(leaves, needs) if n]
+            grads = torch.autograd.grad(aq, wanted, grad_outputs=-lam, allow_unused=True) if wanted else []
+        it = iter(grads)
+        out = [next(it) if n else None for n in needs]
+        grad_chi = -lam if ctx.needs_input_grad[1] else None
+        return (None, grad_chi, *out)
+
+
+class _MatrixFreeSetup:
+    """Non-tensor data of one matrix-free solve (a structure's pairs, constraints, settings)."""
+
+    def __init__(self, pair_i, pair_j, params, method, groups, totals, tol, maxiter):
+        self.pair_i, self.pair_j = pair_i, pair_j
+        self.params, self.method = params, method
+        self.groups, self.totals = groups, totals.detach()
+        self.n_groups = int(totals.shape[0])
+        self.counts = torch.zeros(self.n_groups, dtype=totals.dtype, device=totals.device).index_add(
+            0, groups, torch.ones(groups.shape[0], dtype=totals.dtype, device=totals.device)
+        )
+        self.tol, self.maxiter = tol, maxiter
+        self.iterations = []
+
+    def operator(self, positions, cell, distances, sigma) -> PeriodicCoulomb:
+        return PeriodicCoulomb(positions, cell, self.pair_i, self.pair_j, distances, sigma, self.params, self.method)
+
+
+# ---------------------------------------------------------------------------- QEq term
+class ChargeEquilibration(nn.Module):
+    """4G-HDNNP charge equilibration: ``(q, sigma) = QEq(chi_NN(G), J, sigma, Q)``.
+
+    Parameters
+    ----------
+    elements : iterable of int or str
+    descriptor : SymmetryFunctions
+        Descriptors for the electronegativity networks.
+    hidden, activation
+        Electronegativity network shape (one network per element, linear output, eV/e).
+    solver : {"auto", "dense", "matrix_free"}
+    cg_tol, cg_maxiter
+        Relative residual tolerance and iteration limit of the matrix-free solver.
+    hardness : float or dict
+        Initial hardness ``J_Z`` (eV/e^2), learnable (softplus parametrisation, always > 0).
+    sigma : float or dict
+        Initial Gaussian widths ``sigma_Z`` (Å), learnable if ``learn_sigma``.
+    accuracy, real_space_cutoff, periodic_method, interpolation_nodes
+        Coulomb operator of periodic structures, as in
+        :class:`~hybridpot.electrostatics.Electrostatics` (``periodic_method`` is the
+        matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald).
+    matrix_free_min_atoms : int
+        ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large.
+
+    After each call, ``last_energy`` holds ``E_QEq`` per structure ``[S]`` (eV,
+    differentiable) and ``last_iterations`` the CG iteration counts.
+    """
+
+    def __init__(
+        self,
+        elements: Iterable[int | str],
+        descriptor: SymmetryFunctions,
+        hidden: Sequence[int] = (15, 15),
+        activation: str | Sequence[str] = "tanh",
+        solver: str = "auto",
+        cg_tol: float = 1e-10,
+        cg_maxiter: int = 1000,
+        hardness: float | Dict = 1.0,
+        sigma: float | Dict = 1.0,
+        learn_sigma: bool = True,
+        accuracy: float = 1e-6,
+        real_space_cutoff: Optional[float] = None,
+        periodic_method: str = "pme",
+        interpolation_nodes: int = 7,
+        matrix_free_min_atoms: int = 2000,
+    ):
+        super().__init__()
+        self.elements = sorted({element_number(e) for e in elements})
+        missing = [z for z in self.elements if z not in descriptor.elements]
+        if missing:
+            raise ValueError(f"descriptor has no symmetry functions for element(s) {missing}")
+        if solver not in ("auto", "dense", "matrix_free"):
+            raise ValueError(f"unknown solver {solver!r}; choose 'auto', 'dense' or 'matrix_free'")
+        if periodic_method not in ("pme", "ewald"):
+            raise ValueError(f"periodic_method must be 'pme' or 'ewald', got {periodic_method!r}")
+        if cg_tol <= 0:
+            raise ValueError(f"cg_tol must be positive, got {cg_tol}")
+        self.descriptor = descriptor
+        n_inputs = {z: descriptor.n_features[descriptor.elements.index(z)] for z in self.elements}
+        self.nets = ElementNets(self.elements, n_inputs, hidden=hidden, activation=activation)
+        self.solver = solver
+        self.cg_tol, self.cg_maxiter = float(cg_tol), int(cg_maxiter)
+        self.periodic_method = periodic_method
+        self.matrix_free_min_atoms = int(matrix_free_min_atoms)
+        self.real_space_cutoff = 10.0 if real_space_cutoff is None else float(real_space_cutoff)
+        self.params = EwaldParameters.for_accuracy(float(accuracy), self.real_space_cutoff, interpolation_nodes)
+
+        j0 = _element_table(hardness, self.elements, "hardness")
+        s0 = _element_table(sigma, self.elements, "sigma")
+        if min(j0.values()) <= 0 or min(s0.values()) <= 0:
+            raise ValueError("initial hardness and widths must be positive")
+        lookup = torch.full((119,), -1, dtype=torch.long)
+        lookup[self.elements] = torch.arange(len(self.elements))
+        self.register_buffer("element_index", lookup, persistent=False)
+        jt = torch.tensor([j0[z] for z in self.elements], dtype=torch.float64)
+        st = torch.tensor([s0[z] for z in self.elements], dtype=torch.float64)
+        self.raw_hardness = nn.Parameter(_inverse_softplus(jt))
+        if learn_sigma:
+            self.raw_sigma = nn.Parameter(_inverse_softplus(st))
+        else:
+            self.register_buffer("raw_sigma", _inverse_softplus(st))
+        self.last_energy: Optional[torch.Tensor] = None
+        self.last_iterations: list = []
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour range (Å): descriptors, and the real-space cutoff for periodic structures."""
+        return max(self.descriptor.cutoff, self.real_space_cutoff)
+
+    @property
+    def hardness(self) -> torch.Tensor:
+        """``J_Z`` per element of ``self.elements`` (eV/e^2)."""
+        return nn.functional.softplus(self.raw_hardness)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """``sigma_Z`` per element of ``self.elements`` (Å)."""
+        return nn.functional.softplus(self.raw_sigma)
+
+    def electronegativity(self, system: AtomicSystem, graph: Graph) -> torch.Tensor:
+        """``chi_i`` (eV/e), ``[N]``."""
+        features = self.descriptor(system.numbers, graph.within(self.descriptor.cutoff))
+        return self.nets(features, system.numbers).squeeze(1)
+
+    def forward(self, system: AtomicSystem, graph: Graph) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(q [N] e, sigma [N] Å)``."""
+        idx = self.element_index[system.numbers]
+        if bool((idx < 0).any()):
+            raise ValueError(f"ChargeEquilibration does not know element(s) {sorted(set(system.numbers[idx < 0].tolist()))}")
+        chi = self.electronegativity(system, graph)
+        dtype = chi.dtype
+        hard = self.hardness.to(dtype)[idx]
+        sigma = self.sigma.to(dtype)[idx]
+        diag = hard + COULOMB_CONSTANT / (sigma * _SQRT_PI)
+        groups, totals = constraint_groups(system)
+        charges, energies = [], []
+        self.last_iterations = []
+        for s in range(system.n_systems):
+            a, b = int(system.ptr[s]), int(system.ptr[s + 1])
+            g_local, t_local = _local_groups(groups[a:b], totals)
+            if bool(system.periodic[s]) and not bool(system.pbc[s].all()):
+                raise ValueError("ChargeEquilibration supports fully periodic or finite structures, not mixed boundaries")
+            periodic = bool(system.periodic[s])
+            use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
+            if use_mf:
+                op, _, _ = periodic_operator(system, graph, sigma, s, self.params, self.periodic_method)
+                setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local, t_local,
+                                         self.cg_tol, self.cg_maxiter)
+                q = _MatrixFreeQEq.apply(setup, chi[a:b], diag[a:b], op.positions, op.cell, op.distances, op.sigma)
+                self.last_iterations.extend(setup.iterations)
+                aq = op.matvec(q) + diag[a:b] * q
+                energy = torch.dot(chi[a:b], q) + 0.5 * torch.dot(q, aq)
+            else:
+                if periodic:
+                    op, _, _ = periodic_operator(system, graph, sigma, s, self.params, "ewald")
+                    c = op.dense()
+                else:
+                    c = direct_coulomb_matrix(system.positions[a:b], sigma[a:b])
+                q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
+            charges.append(q)
+            energies.append(energy)
+        self.last_energy = torch.stack(energies)
+        return torch.cat(charges), sigma
+
+
+def constraint_groups(system: AtomicSystem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Constraint group of every atom (global) and the groups' total charges.
+
+    One group per structure, or the fragments when given. Raises ``ValueError`` when a
+    fragment spans structures or the fragment charges of a structure do not add up to
+    its total charge.
+    """
+    if system.fragments is None:
+        return system.batch, system.charge
+    frag = system.fragments.to(torch.long)
+    totals = system.fragment_charges.to(system.dtype)
+    if frag.shape != (system.n_atoms,):
+        raise ValueError(f"fragments must have shape [{system.n_atoms}], got {list(frag.shape)}")
+    n_frag = totals.shape[0]
+    if bool((frag < 0).any()) or bool((frag >= n_frag).any()):
+        raise ValueError(f"fragment indices must be in 0..{n_frag - 1}")
+    owner = torch.full((n_frag,), -1, dtype=torch.long, device=frag.device)
+    owner = owner.scatter_reduce(0, frag, system.batch, reduce="amax", include_self=True)
+    owner_min = torch.full((n_frag,), system.n_systems, dtype=torch.long, device=frag.device)
+    owner_min = owner_min.scatter_reduce(0, frag, system.batch, reduce="amin", include_self=True)
+    if bool((owner != owner_min).any()):
+        raise ValueError("a fragment contains atoms of different structures")
+    used = owner >= 0
+    per_structure = torch.zeros(system.n_systems, dtype=totals.dtype, device=totals.device).index_add(
+        0, owner[used], totals[used]
+    )
+    bad = (per_structure - system.charge.to(totals.dtype)).abs() > 1e-6
+    if bool(bad.any()):
+        s = int(torch.nonzero(bad).flatten()[0])
+        raise ValueError(
+            f"structure {s}: fragment charges add up to {float(per_structure[s]):g} e but the total charge is "
+            f"{float(system.charge[s]):g} e"
+        )
+    return frag, totals
+
+
+def _local_groups(groups: torch.Tensor, totals: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    return inverse, totals[uniq]
