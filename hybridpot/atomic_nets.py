@@ -10,7 +10,7 @@ from torch import nn
 
 from .descriptors import element_number
 
-__all__ = ["ElementNets", "ACTIVATIONS", "make_activation"]
+__all__ = ["ElementNets", "ACTIVATIONS", "make_activation", "N2P2_ACTIVATIONS", "activation_from_n2p2"]
 
 
 class ShiftedSoftplus(nn.Module):
@@ -27,16 +27,80 @@ class Gaussian(nn.Module):
         return torch.exp(-0.5 * x * x)
 
 
+class Cos(nn.Module):
+    """``cos(x)`` (n2p2 activation ``c``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cos(x)
+
+
+class RevSigmoid(nn.Module):
+    """``1 - 1 / (1 + exp(-x))`` (n2p2 activation ``S``, reverse logistic)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(-x)
+
+
+class NegExp(nn.Module):
+    """``exp(-x)`` (n2p2 activation ``e``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-x)
+
+
+class Harmonic(nn.Module):
+    """``x^2`` (n2p2 activation ``h``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+class SoftplusN2P2(nn.Module):
+    """``ln(1 + exp(x))``, linear above ``x = 35`` exactly as n2p2 (activation ``p``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x, beta=1.0, threshold=35.0)
+
+
 #: Smooth activations by name (n2p2 one-letter codes in brackets).
 ACTIVATIONS = {
     "linear": nn.Identity,  # (l)
     "tanh": nn.Tanh,  # (t)
-    "softplus": nn.Softplus,  # (p)
+    "softplus": nn.Softplus,  # (p, up to n2p2's switch to x above 35 instead of 20)
+    "softplus_n2p2": SoftplusN2P2,  # (p)
     "shifted_softplus": ShiftedSoftplus,
     "sigmoid": nn.Sigmoid,  # (s)
+    "revsigmoid": RevSigmoid,  # (S)
     "gaussian": Gaussian,  # (g)
+    "cos": Cos,  # (c)
+    "negexp": NegExp,  # (e)
+    "harmonic": Harmonic,  # (h)
     "silu": nn.SiLU,
 }
+
+#: n2p2 activation letters (``global_activation_short`` etc.) and their names here.
+N2P2_ACTIVATIONS = {
+    "l": "linear",
+    "t": "tanh",
+    "s": "sigmoid",
+    "p": "softplus_n2p2",
+    "g": "gaussian",
+    "c": "cos",
+    "S": "revsigmoid",
+    "e": "negexp",
+    "h": "harmonic",
+}
+
+
+def activation_from_n2p2(letter: str) -> str:
+    """Name of the activation for an n2p2 letter; ``r`` (ReLU) and unknown letters raise ``ValueError``."""
+    if letter == "r":
+        raise ValueError(
+            "n2p2 activation 'r' (ReLU) refused: its derivative is discontinuous, which makes forces discontinuous"
+        )
+    if letter not in N2P2_ACTIVATIONS:
+        raise ValueError(f"unknown n2p2 activation {letter!r}; known: {sorted(N2P2_ACTIVATIONS)} ('r' is refused)")
+    return N2P2_ACTIVATIONS[letter]
 
 _REFUSED = {
     "relu": "ReLU has a discontinuous derivative, which makes forces discontinuous; use 'tanh' or 'softplus'",
@@ -71,6 +135,8 @@ class ElementNets(nn.Module):
         The output layer is linear.
     n_outputs : int
         Outputs per atom (1 for an atomic energy or electronegativity).
+    output_activation : str
+        Activation applied to the output layer (default linear, i.e. none).
     """
 
     def __init__(
@@ -80,6 +146,7 @@ class ElementNets(nn.Module):
         hidden: Sequence[int] = (25, 25),
         activation: str | Sequence[str] = "tanh",
         n_outputs: int = 1,
+        output_activation: str = "linear",
     ):
         super().__init__()
         self.elements: List[int] = sorted({element_number(e) for e in elements})
@@ -89,8 +156,9 @@ class ElementNets(nn.Module):
             activations = list(activation)
             if len(activations) != len(hidden):
                 raise ValueError(f"{len(activations)} activations for {len(hidden)} hidden layers")
-        for a in activations:
+        for a in activations + [output_activation]:
             make_activation(a)  # validate early
+        self.output_activation = output_activation
         self.hidden = tuple(int(h) for h in hidden)
         self.activations = activations
         self.n_outputs = n_outputs
@@ -105,6 +173,8 @@ class ElementNets(nn.Module):
                 layers += [nn.Linear(width, h), make_activation(a)]
                 width = h
             layers.append(nn.Linear(width, n_outputs))
+            if output_activation != "linear":
+                layers.append(make_activation(output_activation))
             self.nets[str(z)] = nn.Sequential(*layers)
 
     def linear_layers(self, z: int) -> List[nn.Linear]:

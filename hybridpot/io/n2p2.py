@@ -1,0 +1,368 @@
+"""Import n2p2 neural network potentials (2G and 4G HDNNPs) as :class:`HybridPotential` s.
+
+An n2p2 potential directory holds ``input.nn`` (settings), ``scaling.data`` (symmetry
+function statistics), ``weights.ZZZ.data`` (short-range networks, ``ZZZ`` = atomic number)
+and, for 4G-HDNNPs (``nnp_generation 4``), ``weightse.ZZZ.data`` (electronegativity
+networks) and ``hardness.ZZZ.data`` (atomic hardness).
+
+Conventions reproduced from n2p2 (reimplemented from its documented formulas):
+
+* Elements are indexed in atomic-number order; each element's symmetry functions are
+  sorted with n2p2's comparison (:meth:`SymmetryFunction.n2p2_sort_key`); ``scaling.data``
+  rows and network inputs follow that order.
+* Scaling: ``scale_symmetry_functions`` (min/max to ``[scale_min_short, scale_max_short]``,
+  default ``[0, 1]``), ``center_symmetry_functions``, both, or
+  ``scale_symmetry_functions_sigma``.
+* Networks: ``global_hidden_layers_short``, ``global_nodes_short``,
+  ``global_activation_short`` (one letter per hidden layer plus one for the output);
+  weights file lines ``value a index l_s n_s l_e n_e`` / ``value b index l_e n_e``;
+  ``normalize_nodes`` divides every neuron's input sum (weights and bias) by the number of
+  neurons of the previous layer.
+* Normalisation (``mean_energy``, ``conv_energy``, ``conv_length``): n2p2 multiplies
+  positions and symmetry-function lengths alike by ``conv_length`` (so the functions do not
+  change) and the networks give energies ``E_nn``; the physical energy is
+  ``E_nn / conv_energy + N mean_energy``. ``atom_energy`` offsets are added per atom.
+* 4G: ``chi_i`` from the electronegativity networks, charges from charge equilibration
+  with Gaussian widths ``fixed_gausswidth`` and hardness ``J``:
+  ``A_ii = J_i + k_e / (sigma_i sqrt(pi))``, ``A_ij = k_e erf(r_ij / (sqrt(2) gamma_ij)) / r_ij``,
+  ``sum_i q_i = Q``; the short-range network takes the charge as its last input; the
+  energy is ``E_short + E_elec`` with ``E_elec = sum_{i<j} k_e q_i q_j erf(r_ij/(sqrt(2)
+  gamma_ij)) / r_ij * f_s(r_ij)`` (``screen_electrostatics r_in r_out``; ``f_s`` rises from 0
+  to 1 between them), ``k_e = 1 / four_pi_epsilon`` in the file's units.
+
+Units: the files do not state their units. ``units="file"`` keeps them (positions,
+energies and charges in whatever the potential was trained on); ``units="ase"`` converts to
+Å and eV given the file's units (``file_units``, default Bohr and Hartree as in the n2p2
+examples).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from ase.units import Bohr, Hartree
+from torch import nn
+
+from ..atomic_nets import ElementNets, activation_from_n2p2
+from ..descriptors import SymmetryFunction, SymmetryFunctions
+from ..model import HybridPotential
+from ..short_range import ShortRange
+
+__all__ = ["from_n2p2", "read_n2p2_settings", "N2P2Settings", "FILE_UNITS"]
+
+#: Unit systems of n2p2 files: (length unit in Å, energy unit in eV).
+FILE_UNITS = {"bohr_hartree": (Bohr, Hartree), "angstrom_ev": (1.0, 1.0)}
+
+# keywords that change the model and that this importer does not implement
+_UNSUPPORTED = {
+    "element_hidden_layers_short": "per-element network sizes",
+    "element_nodes_short": "per-element network sizes",
+    "element_activation_short": "per-element activations",
+    "element_hidden_layers_electrostatic": "per-element network sizes",
+    "element_nodes_electrostatic": "per-element network sizes",
+    "element_activation_electrostatic": "per-element activations",
+    "nnp_type": "the old 'nnp_type' charge-network potentials (use nnp_generation 2 or 4)",
+    "conv_charge": "charge normalisation",
+}
+# keywords read by this importer (everything else is a training/tool option and ignored)
+_MODEL_KEYWORDS = {
+    "nnp_generation", "number_of_elements", "elements", "atom_energy", "cutoff_type", "symfunction_short",
+    "symfunction", "scale_symmetry_functions", "center_symmetry_functions", "scale_symmetry_functions_sigma",
+    "scale_min_short", "scale_max_short", "global_hidden_layers_short", "global_nodes_short",
+    "global_activation_short", "global_hidden_layers_electrostatic", "global_nodes_electrostatic",
+    "global_activation_electrostatic", "normalize_nodes", "mean_energy", "conv_energy", "conv_length",
+    "fixed_gausswidth", "screen_electrostatics", "ewald_prec", "ewald_truncation_error_method",
+    "four_pi_epsilon", "initial_hardness",
+}
+
+
+@dataclass
+class N2P2Settings:
+    """The model-relevant content of an n2p2 ``input.nn``.
+
+    ``keywords`` maps each keyword to the list of its value strings (one per occurrence);
+    ``symfunctions`` holds the symmetry-function lines (``symfunction_short`` or ``symfunction``).
+    """
+
+    keywords: Dict[str, List[str]] = field(default_factory=dict)
+    symfunctions: List[str] = field(default_factory=list)
+    path: str = ""
+
+    def has(self, key: str) -> bool:
+        return key in self.keywords
+
+    def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
+        values = self.keywords.get(key)
+        if not values:
+            if default is None:
+                raise ValueError(f"{self.path}: keyword {key!r} is missing")
+            return default
+        if len(values) > 1 and key not in ("atom_energy", "fixed_gausswidth", "initial_hardness"):
+            raise ValueError(f"{self.path}: keyword {key!r} is given {len(values)} times")
+        return values[0]
+
+
+def read_n2p2_settings(path: str | Path) -> N2P2Settings:
+    """Read an n2p2 ``input.nn`` file (``#`` starts a comment).
+
+    Raises ``ValueError`` naming the keyword for model keywords this importer does not support.
+    """
+    path = Path(path)
+    settings = N2P2Settings(path=str(path))
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#")[0].split()
+        if not words:
+            continue
+        key, rest = words[0], " ".join(words[1:])
+        if key in _UNSUPPORTED:
+            raise ValueError(f"{path}, line {lineno}: keyword {key!r} ({_UNSUPPORTED[key]}) is not supported")
+        if key in ("symfunction_short", "symfunction"):
+            settings.symfunctions.append("symfunction_short " + rest)
+            continue
+        if key in _MODEL_KEYWORDS:
+            settings.keywords.setdefault(key, []).append(rest)
+    return settings
+
+
+# ----------------------------------------------------------------------------- helpers
+class _Scale(nn.Module):
+    """Multiply by a constant (energy normalisation and unit conversion of a network output)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor!r}"
+
+
+def _element_list(settings: N2P2Settings) -> List[int]:
+    symbols = settings.get("elements").split()
+    for s in symbols:
+        if s not in atomic_numbers:
+            raise ValueError(f"{settings.path}: unknown element {s!r} in 'elements'")
+    zs = sorted(atomic_numbers[s] for s in symbols)
+    n = int(settings.get("number_of_elements", str(len(zs))))
+    if n != len(zs):
+        raise ValueError(f"{settings.path}: number_of_elements {n} but {len(zs)} elements listed")
+    return zs
+
+
+def _per_element_values(settings: N2P2Settings, key: str, zs: Sequence[int]) -> Dict[int, float]:
+    out = {}
+    for value in settings.keywords.get(key, []):
+        words = value.split()
+        if len(words) < 2 or words[0] not in atomic_numbers:
+            raise ValueError(f"{settings.path}: cannot read {key!r} line {value!r}")
+        z = atomic_numbers[words[0]]
+        if z not in zs:
+            raise ValueError(f"{settings.path}: {key!r} for element {words[0]} that is not in 'elements'")
+        out[z] = float(words[1])
+    return out
+
+
+def _scaling_mode(settings: N2P2Settings) -> Tuple[str, float, float]:
+    scale, center = settings.has("scale_symmetry_functions"), settings.has("center_symmetry_functions")
+    if scale and not center:
+        mode = "scale"
+    elif center and not scale:
+        mode = "center"
+    elif scale and center:
+        mode = "scalecenter"
+    elif settings.has("scale_symmetry_functions_sigma"):
+        mode = "sigma"
+    else:
+        mode = "none"
+    s_min = float(settings.get("scale_min_short", "0.0"))
+    s_max = float(settings.get("scale_max_short", "1.0"))
+    return mode, s_min, s_max
+
+
+def _read_scaling(path: Path, desc: SymmetryFunctions) -> torch.Tensor:
+    """Statistics ``[4, n_elements, max_features]`` (min, max, mean, sigma) from ``scaling.data``."""
+    rows = []
+    for raw in path.read_text().splitlines():
+        words = raw.split("#")[0].split()
+        if words:
+            rows.append(words)
+    n_el = len(desc.elements)
+    stats = torch.zeros(4, n_el, desc.max_features, dtype=torch.float64)
+    stats[1] = 1.0
+    k = 0
+    for e, n in enumerate(desc.n_features):
+        for f in range(n):
+            if k >= len(rows):
+                raise ValueError(f"{path}: {len(rows)} rows, but the symmetry functions need {sum(desc.n_features)}")
+            words = rows[k]
+            if int(words[0]) != e + 1 or int(words[1]) != f + 1:
+                raise ValueError(
+                    f"{path}: row {k + 1} is for element index {words[0]}, function {words[1]}; "
+                    f"expected {e + 1}, {f + 1} (n2p2 order)"
+                )
+            values = [float(w) for w in words[2:6]]
+            if len(values) < 4:  # old files without sigma
+                values += [0.0] * (4 - len(values))
+            stats[:, e, f] = torch.tensor(values, dtype=torch.float64)
+            k += 1
+    if k != len(rows):
+        raise ValueError(f"{path}: {len(rows)} rows, but the symmetry functions need {k}")
+    return stats
+
+
+def _topology(settings: N2P2Settings, suffix: str) -> Tuple[List[int], List[str], str]:
+    n_hidden = int(settings.get("global_hidden_layers" + suffix))
+    nodes = [int(w) for w in settings.get("global_nodes" + suffix).split()]
+    letters = settings.get("global_activation" + suffix).split()
+    if len(nodes) != n_hidden or len(letters) != n_hidden + 1:
+        raise ValueError(
+            f"{settings.path}: inconsistent network topology for {suffix[1:]}: {n_hidden} hidden layers, "
+            f"nodes {nodes}, activations {letters} (need one per hidden layer plus the output)"
+        )
+    return nodes, [activation_from_n2p2(a) for a in letters[:-1]], activation_from_n2p2(letters[-1])
+
+
+def _load_weights(path: Path, net: nn.Sequential, normalize_nodes: bool) -> None:
+    """Fill the linear layers of ``net`` from an n2p2 weights file."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    weights = [torch.full_like(m.weight, float("nan"), dtype=torch.float64) for m in linears]
+    biases = [torch.full_like(m.bias, float("nan"), dtype=torch.float64) for m in linears]
+    count = 0
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#")[0].split()
+        if not words:
+            continue
+        try:
+            value, kind = float(words[0]), words[1]
+            if kind == "a":
+                l_s, n_s, l_e, n_e = (int(w) for w in words[3:7])
+                if l_e != l_s + 1:
+                    raise ValueError("weight does not connect neighbouring layers")
+                weights[l_s][n_e - 1, n_s - 1] = value
+            elif kind == "b":
+                l_e, n_e = int(words[3]), int(words[4])
+                biases[l_e - 1][n_e - 1] = value
+            else:
+                raise ValueError(f"connection type {kind!r} (expected a or b)")
+        except (IndexError, ValueError) as err:
+            raise ValueError(f"{path}, line {lineno}: cannot read connection {raw.strip()!r}: {err}") from None
+        count += 1
+    expected = sum(w.numel() + b.numel() for w, b in zip(weights, biases))
+    if count != expected or any(bool(torch.isnan(t).any()) for t in weights + biases):
+        raise ValueError(
+            f"{path}: {count} connections read, the network {[linears[0].in_features] + [m.out_features for m in linears]} "
+            f"needs {expected} (one per weight and bias)"
+        )
+    with torch.no_grad():
+        for m, w, b in zip(linears, weights, biases):
+            if normalize_nodes:  # n2p2: (sum_j w_ij x_j + b_i) / n_prev
+                w, b = w / m.in_features, b / m.in_features
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+
+
+def _symmetry_functions(settings: N2P2Settings, zs: Sequence[int], length_unit: float) -> SymmetryFunctions:
+    if not settings.symfunctions:
+        raise ValueError(f"{settings.path}: no symmetry functions (symfunction_short lines)")
+    raw = [SymmetryFunction.from_n2p2(line) for line in settings.symfunctions]  # file units, for the order
+    for f in raw:
+        for z in (f.center,) + tuple(f.neighbors):
+            if z not in zs:
+                raise ValueError(f"{settings.path}: symmetry function for element {chemical_symbols[z]} not in 'elements'")
+    order = sorted(range(len(raw)), key=lambda k: raw[k].n2p2_sort_key())
+    functions = [SymmetryFunction.from_n2p2(settings.symfunctions[k], length_unit=length_unit) for k in order]
+    words = settings.get("cutoff_type").split()
+    cutoff_type = int(words[0])
+    alpha = float(words[1]) if len(words) > 1 else 0.0
+    return SymmetryFunctions(functions, cutoff_type=cutoff_type, cutoff_alpha=alpha, elements=zs)
+
+
+# ----------------------------------------------------------------------------- public entry point
+def from_n2p2(
+    directory: str | Path,
+    units: str = "file",
+    file_units: str = "bohr_hartree",
+    dtype: torch.dtype = torch.float64,
+) -> HybridPotential:
+    """Build a :class:`HybridPotential` equal to an n2p2 potential.
+
+    Parameters
+    ----------
+    directory : str or Path
+        n2p2 potential directory (``input.nn``, ``scaling.data``, ``weights.ZZZ.data``; for
+        4G also ``weightse.ZZZ.data`` and ``hardness.ZZZ.data``).
+    units : {"file", "ase"}
+        ``"file"``: positions, energies (and charges) in the units of the files;
+        ``"ase"``: Å and eV, converted from ``file_units``.
+    file_units : {"bohr_hartree", "angstrom_ev"}
+        Units the potential was trained in (only used with ``units="ase"``). The n2p2
+        examples H2O_RPBE-D3, DMABN_SCAN and the 4G examples use Bohr and Hartree,
+        Cu2S_PBE uses Å and eV.
+    dtype : torch.dtype
+        Parameter dtype (float64 reproduces n2p2 to rounding).
+
+    Returns
+    -------
+    HybridPotential
+        For 2G: a short-range model. For 4G: short range (with the charge input),
+        charge equilibration and screened electrostatics.
+    """
+    directory = Path(directory)
+    if units not in ("file", "ase"):
+        raise ValueError(f"units must be 'file' or 'ase', got {units!r}")
+    key = file_units.lower().replace("-", "_").replace("/", "_")
+    if key not in FILE_UNITS:
+        raise ValueError(f"unknown file_units {file_units!r}; choose one of {sorted(FILE_UNITS)}")
+    length_unit, energy_unit = FILE_UNITS[key] if units == "ase" else (1.0, 1.0)
+
+    settings = read_n2p2_settings(directory / "input.nn")
+    generation = int(settings.get("nnp_generation", "2"))
+    if generation not in (2, 4):
+        raise ValueError(f"{settings.path}: nnp_generation {generation} is not supported (2 or 4)")
+    zs = _element_list(settings)
+
+    norm_keys = [settings.has(k) for k in ("mean_energy", "conv_energy", "conv_length")]
+    if any(norm_keys) and not all(norm_keys):
+        raise ValueError(f"{settings.path}: use all or none of mean_energy, conv_energy, conv_length")
+    normalize = all(norm_keys)
+    mean_energy = float(settings.get("mean_energy", "0.0")) if normalize else 0.0
+    conv_energy = float(settings.get("conv_energy", "1.0")) if normalize else 1.0
+    conv_length = float(settings.get("conv_length", "1.0")) if normalize else 1.0
+    if normalize and generation == 4:
+        raise ValueError(f"{settings.path}: data set normalisation (mean_energy/conv_*) with nnp_generation 4 is not supported")
+
+    # n2p2 multiplies positions and symmetry-function lengths alike by conv_length, so the
+    # functions keep their file-unit values: only the unit conversion applies
+    desc = _symmetry_functions(settings, zs, length_unit)
+    mode, s_min, s_max = _scaling_mode(settings)
+    if mode != "none":
+        stats = _read_scaling(directory / "scaling.data", desc)
+        desc.set_scaling(mode, *stats, s_min=s_min, s_max=s_max)
+
+    nodes, hidden_acts, out_act = _topology(settings, "_short")
+    normalize_nodes = settings.has("normalize_nodes")
+    short = ShortRange(zs, desc, hidden=nodes, activation=hidden_acts, use_charges=generation == 4)
+    short.nets = ElementNets(zs, short.nets.n_inputs, hidden=nodes, activation=hidden_acts, output_activation=out_act)
+    short = short.to(torch.float64)  # load the weights at full precision
+    offsets = _per_element_values(settings, "atom_energy", zs)
+    for z in zs:
+        net = short.nets.nets[str(z)]
+        _load_weights(directory / f"weights.{z:03d}.data", net, normalize_nodes)
+        net.append(_Scale(energy_unit / conv_energy))
+        short.atomic_energy_offset[z] = (mean_energy + offsets.get(z, 0.0)) * energy_unit
+
+    charges = electrostatics = None
+    if generation == 4:
+        from ._n2p2_4g import build_4g_terms
+
+        charges, electrostatics = build_4g_terms(settings, directory, desc, zs, length_unit, energy_unit,
+                                                 normalize_nodes)
+    model = HybridPotential(short_range=short, charges=charges, electrostatics=electrostatics)
+    return model.to(dtype)
