@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .neighbors import NeighborList, build_graph, compute_neighbors
+from .neighbors import MIN_DISTANCE, NeighborList, build_graph, compute_neighbors
 from .system import AtomicSystem
 
 __all__ = ["HybridPotential", "save", "load"]
@@ -117,7 +117,9 @@ class HybridPotential(nn.Module):
             compute_stress = bool(system.periodic.any())
         cutoff = self.cutoff
         if neighbors is None:
-            neighbors = compute_neighbors(system, cutoff)
+            # terms may need no neighbours at all (cutoff 0, e.g. direct electrostatics); the
+            # list then still serves the overlapping-atoms check
+            neighbors = compute_neighbors(system, max(cutoff, MIN_DISTANCE))
         elif neighbors.cutoff < cutoff - 1e-12:
             raise ValueError(f"neighbour list cutoff {neighbors.cutoff} Å is below the model's {cutoff} Å")
         neighbors = neighbors.to(system.device)
