@@ -63,8 +63,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    from .training.trainer import TrainingInterrupted
+
     try:
         return int(args._run(args) or 0)
+    except TrainingInterrupted as err:
+        print(f"hybridpot {args.command}: stopped ({err}); resume with --resume", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:
         print(f"hybridpot {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -68,6 +68,20 @@ def _loss_from_metrics(metrics: Dict[str, float], weights: LossWeights) -> float
     return total
 
 
+def _detach_cached_tensors(model: nn.Module) -> None:
+    """Detach non-leaf tensors that modules keep as plain attributes (e.g. a last energy),
+    which would make ``copy.deepcopy`` and pickling fail."""
+    for m in model.modules():
+        for k, v in list(vars(m).items()):
+            if isinstance(v, torch.Tensor) and v.grad_fn is not None:
+                setattr(m, k, v.detach())
+
+
+def _copy_model(model: nn.Module) -> nn.Module:
+    _detach_cached_tensors(model)
+    return copy.deepcopy(model)
+
+
 def _has_parameters(module: Optional[nn.Module]) -> bool:
     return module is not None and any(True for _ in module.parameters())
 
@@ -77,7 +91,7 @@ def _other_energies(model: nn.Module, dataset: AtomsDataset, batch_size: int) ->
     """Energies of every term but the short range (eV, float64), one per structure."""
     if model.electrostatics is None and model.dispersion is None:
         return np.zeros(len(dataset))
-    m = copy.deepcopy(model).to(torch.float64)
+    m = _copy_model(model).to(torch.float64)
     m.short_range = None
     out = []
     for batch in dataset.batches(batch_size):
@@ -243,7 +257,7 @@ class Trainer:
 
     def export_model(self) -> nn.Module:
         """A float64 copy of the current model with the energy offsets stored in it."""
-        m = copy.deepcopy(self.model).to(torch.float64)
+        m = _copy_model(self.model).to(torch.float64)
         for p in m.parameters():
             p.requires_grad_(True)
         if self.short_range is not None:
