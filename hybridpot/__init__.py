@@ -15,6 +15,8 @@ from .model import HybridPotential, load, save
 from .neighbors import NeighborList, build_graph, compute_neighbors
 from .short_range import ShortRange
 from .system import AtomicSystem
+from .io import read_extxyz, read_input_data, read_structures, write_extxyz, write_input_data
+from .training import AtomsDataset, Trainer, TrainingConfig, evaluate_model, load_config
 
 __all__ = [
     "AtomicSystem",
@@ -31,5 +33,15 @@ __all__ = [
     "HybridCalculator",
     "save",
     "load",
+    "read_structures",
+    "read_extxyz",
+    "write_extxyz",
+    "read_input_data",
+    "write_input_data",
+    "AtomsDataset",
+    "Trainer",
+    "TrainingConfig",
+    "evaluate_model",
+    "load_config",
     "__version__",
 ]
