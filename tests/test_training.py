@@ -297,3 +297,98 @@ def test_neighbour_cutoff_too_short_is_refused():
     ds = AtomsDataset.from_atoms(lj_clusters(2), 2.0)
     with pytest.raises(ValueError, match="shorter than the model cutoff"):
         Trainer(small_model(), ds, None, TrainingConfig(epochs=1), progress=False)
+
+
+# ------------------------------------------------------------------------------ 4G two-stage schedule
+def _na_cl_4g_setup(seed_data=0):
+    """10 Na2Cl2 clusters; reference charges and electrostatics from a random 'teacher' QEq model."""
+    qeq = pytest.importorskip("hybridpot.qeq")
+    elec = pytest.importorskip("hybridpot.electrostatics")
+
+    def desc():
+        fs = [hp.SymmetryFunction(c, 2, (e,), 1.0, CUTOFF, rs) for c in (11, 17) for e in (11, 17) for rs in (2.0, 3.0)]
+        return hp.SymmetryFunctions(fs, cutoff_type=6)
+
+    def model(seed, hardness=1.0):
+        torch.manual_seed(seed)
+        d = desc()
+        return hp.HybridPotential(
+            short_range=hp.ShortRange([11, 17], d, hidden=(4,), use_charges=True),
+            charges=qeq.ChargeEquilibration([11, 17], d, hidden=(3,), hardness=hardness, real_space_cutoff=CUTOFF),
+            electrostatics=elec.Electrostatics(real_space_cutoff=CUTOFF),
+        ).double()
+
+    teacher = model(123, hardness={11: 4.0, 17: 3.0})
+    with torch.no_grad():
+        for p in teacher.charges.nets.parameters():
+            p.mul_(3.0)
+    rng = np.random.default_rng(seed_data)
+    images = []
+    for _ in range(10):
+        while True:
+            pos = rng.uniform(0, 3.0, (4, 3))
+            if np.linalg.norm(pos[:, None] - pos[None], axis=-1)[np.triu_indices(4, 1)].min() > 1.8:
+                break
+        a = Atoms(["Na", "Cl", "Na", "Cl"], positions=pos)
+        a.calc = LennardJones(sigma=1.8, epsilon=0.1, rc=CUTOFF, smooth=True)
+        e, f = a.get_potential_energy(), a.get_forces()
+        out = teacher(hp.AtomicSystem.from_ase(a))
+        a.calc = SinglePointCalculator(a, energy=e + float(out["energy"][0]), forces=f + out["forces"].numpy(),
+                                       charges=out["charges"].numpy())
+        images.append(a)
+    train, val, _ = AtomsDataset.from_atoms(images, CUTOFF).split((0.7, 0.3, 0.0), seed=0)
+    return model, train, val
+
+
+def test_4g_two_stage_schedule():
+    make_model, train, val = _na_cl_4g_setup()
+    cfg = TrainingConfig(charge_epochs=20, epochs=3, batch_size=4, lr=1e-2, charge_lr=2e-2, dtype="float32",
+                         scheduler=SchedulerConfig(kind="none"))
+    snapshots = {}
+
+    def watch(trainer, stage, epoch, record):
+        if stage == "energy" and epoch == 1:
+            snapshots["charges_after_stage1"] = {k: v.clone() for k, v in trainer.model.charges.state_dict().items()
+                                                 if isinstance(v, torch.Tensor)}
+
+    model = make_model(0)
+    initial = {k: v.clone() for k, v in model.charges.state_dict().items() if isinstance(v, torch.Tensor)}
+    trainer = Trainer(model, train, val, cfg, progress=False, callback=watch)
+    assert trainer.stages == ["charges", "energy"]
+    final = trainer.fit()
+    h1 = [h for h in trainer.history if h["stage"] == "charges"]
+    h2 = [h for h in trainer.history if h["stage"] == "energy"]
+    assert len(h1) == 20 and len(h2) == 3
+    # stage 1 fits the charges: training loss down > 10x, validation charge RMSE down > 2x
+    assert h1[-1]["train_loss"] < 0.1 * h1[0]["train_loss"]
+    assert min(h["val_charges_rmse"] for h in h1) < 0.5 * h1[0]["val_charges_rmse"]
+    # stage 2 leaves the charge model frozen (bit for bit) and fits energies
+    after = snapshots["charges_after_stage1"]
+    final_charges = final.charges.to(torch.float32).state_dict()
+    assert any(not torch.equal(initial[k].float(), after[k]) for k in after)
+    for k in after:
+        assert torch.equal(after[k], final_charges[k]), k
+    assert all(h["val_charges_rmse"] == h2[0]["val_charges_rmse"] for h in h2)
+    assert h2[-1]["train_loss"] < h2[0]["train_loss"]
+
+
+@pytest.mark.parametrize("stop_at", [("charges", 4), ("energy", 2)])
+def test_4g_resume_bit_exact(tmp_path, stop_at):
+    make_model, train, val = _na_cl_4g_setup()
+    cfg = TrainingConfig(charge_epochs=6, epochs=3, batch_size=3, lr=1e-2, charge_lr=2e-2, dtype="float32",
+                         scheduler=SchedulerConfig(kind="plateau", patience=1))
+    reference = Trainer(make_model(0), train, val, cfg, directory=tmp_path / "full", progress=False).fit()
+
+    def kill(trainer, stage, epoch, record):
+        if (stage, epoch) == stop_at:
+            raise TrainingInterrupted("simulated kill")
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(make_model(0), train, val, cfg, directory=tmp_path / "cut", progress=False, callback=kill).fit()
+    resumed = Trainer(make_model(0), train, val, cfg, directory=tmp_path / "cut", progress=False)
+    final = resumed.fit(resume=True)
+    a, b = reference.state_dict(), final.state_dict()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+    assert len(resumed.history) == 9
