@@ -100,7 +100,8 @@ class HybridPotential(nn.Module):
             Return ``stress`` ``[S, 3, 3]`` (eV/Å^3, ASE sign convention; zero for finite
             structures). Default: when any structure is periodic.
         create_graph : bool
-            Keep the graph of forces/stress for higher derivatives (training on forces).
+            Keep the autograd graph of the outputs (training): of forces/stress for higher
+            derivatives, and of the energy even when no forces are computed.
         neighbors : NeighborList, optional
             A precomputed list with cutoff >= ``self.cutoff`` (default: computed here).
 
@@ -125,7 +126,7 @@ class HybridPotential(nn.Module):
         neighbors = neighbors.to(system.device)
 
         need_grad = compute_forces or compute_stress
-        with torch.enable_grad() if need_grad else torch.no_grad():
+        with torch.enable_grad() if (need_grad or create_graph) else torch.no_grad():
             positions = system.positions.detach().requires_grad_(need_grad)
             strain = torch.zeros_like(system.cell).requires_grad_(compute_stress)
             sym = 0.5 * (strain + strain.transpose(1, 2))

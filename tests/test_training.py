@@ -293,6 +293,18 @@ def test_early_stopping_restores_best(tmp_path):
         min(hist, key=lambda h: h["val_loss"])["val_energy_rmse"], rel=1e-9)
 
 
+def test_energy_only_training_learns():
+    """Training without forces (weight 0) still updates the weights: the energy loss falls 10x."""
+    ds = AtomsDataset.from_atoms(lj_clusters(6), CUTOFF)
+    cfg = TrainingConfig(epochs=40, batch_size=6, lr=2e-2, dtype="float64", weights={"energy": 1.0, "forces": 0.0},
+                         scheduler=SchedulerConfig(kind="none"), early_stopping_patience=0)
+    trainer = Trainer(small_model(), ds, None, cfg, progress=False)
+    trainer.fit()
+    losses = [h["train_loss"] for h in trainer.history]
+    assert min(losses) < 0.1 * losses[0]
+    assert "train_forces_rmse" not in trainer.history[0]
+
+
 def test_neighbour_cutoff_too_short_is_refused():
     ds = AtomsDataset.from_atoms(lj_clusters(2), 2.0)
     with pytest.raises(ValueError, match="shorter than the model cutoff"):

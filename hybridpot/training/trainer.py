@@ -239,7 +239,7 @@ class Trainer:
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
         return self.model(
-            system, compute_forces=need_forces, compute_stress=False, create_graph=training and need_forces,
+            system, compute_forces=need_forces, compute_stress=False, create_graph=training,
             neighbors=batch.neighbors,
         )
 
