@@ -563,18 +563,29 @@ class SymmetryFunctions(nn.Module):
         p, q = triplet_indices(centers, n_atoms)
         params = self.angular_params.to(dtype)
         wide, eta, rs, rc, lam, zeta = (params[:, k] for k in range(6))
-        r_ij, r_ik = distances[p].unsqueeze(1), distances[q].unsqueeze(1)
-        v_ij, v_ik = vectors[p], vectors[q]
-        cos = ((v_ij * v_ik).sum(1) / (distances[p] * distances[q])).unsqueeze(1)
-        r_jk = (v_ik - v_ij).norm(dim=1).unsqueeze(1)
-        fc_ij = cutoff_function(r_ij, rc, self.cutoff_type, self.cutoff_alpha)
-        fc_ik = cutoff_function(r_ik, rc, self.cutoff_type, self.cutoff_alpha)
-        fc_jk = cutoff_function(r_jk, rc, self.cutoff_type, self.cutoff_alpha)
-        gauss_ij_ik = (r_ij - rs) ** 2 + (r_ik - rs) ** 2
-        narrow = torch.exp(-eta * (gauss_ij_ik + (r_jk - rs) ** 2)) * fc_jk
-        wide_term = torch.exp(-eta * gauss_ij_ik)
-        radial = torch.where(wide > 0.5, wide_term, narrow) * fc_ij * fc_ik
-        angular = torch.pow(2.0, 1.0 - zeta) * torch.pow((1.0 + lam * cos).clamp_min(0.0), zeta)
+        # pair factors exp(-eta (r - rs)^2) f_c(r), [M, S]: the (ij, ik) part of every triplet
+        r = distances.unsqueeze(1)
+        h = torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, rc, self.cutoff_type, self.cutoff_alpha)
+        radial = h[p] * h[q]
+        narrow_sets = torch.nonzero(wide < 0.5).flatten()
+        if narrow_sets.numel():
+            v_jk = vectors[q] - vectors[p]
+            r_jk = v_jk.norm(dim=1).unsqueeze(1)
+            eta_n, rs_n, rc_n = eta[narrow_sets], rs[narrow_sets], rc[narrow_sets]
+            k = torch.exp(-eta_n * (r_jk - rs_n) ** 2) * cutoff_function(r_jk, rc_n, self.cutoff_type, self.cutoff_alpha)
+            factor = torch.ones(1, self.n_angular_sets, dtype=dtype, device=k.device).expand(k.shape[0], -1)
+            radial = radial * factor.index_copy(1, narrow_sets, k)
+        cos = (vectors[p] * vectors[q]).sum(1) / (distances[p] * distances[q])
+        # angular factor 2^(1-zeta) (1 + lambda cos)^zeta for each distinct (lambda, zeta)
+        combos = sorted({(float(a), float(b)) for a, b in zip(self.angular_params[:, 4].tolist(),
+                                                               self.angular_params[:, 5].tolist())})
+        columns = [2.0 ** (1.0 - z) * torch.pow((1.0 + l * cos).clamp_min(0.0), z) for l, z in combos]
+        combo_of_set = torch.tensor(
+            [combos.index((float(a), float(b))) for a, b in zip(self.angular_params[:, 4].tolist(),
+                                                               self.angular_params[:, 5].tolist())],
+            device=cos.device,
+        )
+        angular = torch.stack(columns, dim=1)[:, combo_of_set]
         values = angular * radial
         pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
         channel = centers[p] * self.n_pair_channels + pair_channel
