@@ -74,28 +74,44 @@ def _parse_subtype(subtype: str) -> tuple[int, bool]:
     raise ValueError(f"unknown compact function subtype {subtype!r} (p1-p4, p1a-p4a or e)")
 
 
-def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Tensor | bool = False) -> torch.Tensor:
+def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Tensor | bool = False,
+                 kinds: Optional[Sequence[int]] = None) -> torch.Tensor:
     """n2p2 compact core function of ``x`` in ``[0, 1)`` (dimensionless).
 
     ``kind`` 1-4: polynomials ``p1``-``p4`` (1 at 0, 0 at 1, 1-4 vanishing derivatives
     at both ends); 0: ``e * exp(1 / (x^2 - 1))``. ``asymmetric`` replaces ``x`` by
     ``(2 - x) x`` first (n2p2 ``p?a``). ``kind`` and ``asymmetric`` broadcast against ``x``.
-    Arguments outside ``[0, 1)`` must be masked by the caller.
+    Arguments outside ``[0, 1)`` must be masked by the caller. ``kinds`` (optional) lists
+    the kinds that occur, so that only those are evaluated.
     """
+    if kinds is None:
+        kinds = sorted(set(torch.as_tensor(kind).flatten().tolist()))
     kind = torch.as_tensor(kind, device=x.device)
-    asymmetric = torch.as_tensor(asymmetric, device=x.device)
-    x = torch.where(asymmetric, (2.0 - x) * x, x)
+    if isinstance(asymmetric, bool):
+        if asymmetric:
+            x = (2.0 - x) * x
+    else:
+        asymmetric = torch.as_tensor(asymmetric, device=x.device)
+        if bool(asymmetric.any()):
+            x = torch.where(asymmetric, (2.0 - x) * x, x)
     x2 = x * x
-    p1 = (2.0 * x - 3.0) * x2 + 1.0
-    p2 = ((15.0 - 6.0 * x) * x - 10.0) * x2 * x + 1.0
-    p3 = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0
-    p4 = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0
-    x_safe = torch.where(x2 < 1.0, x, torch.zeros_like(x))
-    ex = math.e * torch.exp(1.0 / (x_safe * x_safe - 1.0))
-    out = torch.where(kind == 1, p1, p2)
-    out = torch.where(kind == 3, p3, out)
-    out = torch.where(kind == 4, p4, out)
-    return torch.where(kind == 0, ex, out)
+    out = None
+    for k in kinds:
+        if k == 1:
+            value = (2.0 * x - 3.0) * x2 + 1.0
+        elif k == 2:
+            value = ((15.0 - 6.0 * x) * x - 10.0) * x2 * x + 1.0
+        elif k == 3:
+            value = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0
+        elif k == 4:
+            value = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0
+        elif k == 0:
+            x_safe = torch.where(x2 < 1.0, x, torch.zeros_like(x))
+            value = math.e * torch.exp(1.0 / (x_safe * x_safe - 1.0))
+        else:
+            raise ValueError(f"unknown compact core kind {k}")
+        out = value if out is None else torch.where(kind == k, value, out)
+    return out
 
 
 def element_number(element: int | str) -> int:
@@ -296,7 +312,8 @@ def triplet_indices(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, 
     return p, q
 
 
-def _compact(a: torch.Tensor, left: torch.Tensor, right: torch.Tensor, kind, asym, inclusive: bool = False) -> torch.Tensor:
+def _compact(a: torch.Tensor, left: torch.Tensor, right: torch.Tensor, kind, asym, inclusive: bool = False,
+             kinds: Optional[Sequence[int]] = None) -> torch.Tensor:
     """n2p2 compact function of ``a`` on ``(left, right)``, zero outside (n2p2 ``CompactFunction``).
 
     ``inclusive`` keeps the end points (the angular part, whose support is checked by the
@@ -308,7 +325,7 @@ def _compact(a: torch.Tensor, left: torch.Tensor, right: torch.Tensor, kind, asy
     inside = (a >= left) & (a <= right) if inclusive else (a > left) & (a < right)
     inside = inside & (x < 1.0)
     x_safe = torch.where(inside, x, torch.zeros_like(x))
-    value = compact_core(x_safe, kind, asym)
+    value = compact_core(x_safe, kind, asym, kinds=kinds)
     return torch.where(inside, value, torch.zeros_like(value))
 
 
@@ -382,6 +399,8 @@ class SymmetryFunctions(nn.Module):
                 sets.append(key)
         self.n_radial_sets, self.n_angular_sets = len(radial_sets), len(angular_sets)
         self.n_cradial_sets, self.n_cangular_sets = len(cradial_sets), len(cangular_sets)
+        self._cradial_kinds = sorted({int(k[2]) for k in cradial_sets})
+        self._cangular_kinds = sorted({int(k[5]) for k in cangular_sets})
         as_buffer = lambda sets, width: torch.tensor(sets, dtype=torch.float64).reshape(-1, width)
         self.register_buffer("radial_params", as_buffer(radial_sets, 3), persistent=False)
         self.register_buffer("angular_params", as_buffer(angular_sets, 6), persistent=False)
@@ -597,7 +616,7 @@ class SymmetryFunctions(nn.Module):
         params = self.cradial_params.to(dtype)
         rl, rc, kind, asym = params[:, 0], params[:, 1], params[:, 2].round().long(), params[:, 3] > 0.5
         r = graph.distances.unsqueeze(1)  # [M, 1]
-        values = _compact(r, rl, rc, kind, asym)
+        values = _compact(r, rl, rc, kind, asym, kinds=self._cradial_kinds)
         channel = graph.i * n_el + slots[graph.j]
         out = torch.zeros(n_atoms * n_el, self.n_cradial_sets, dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
@@ -623,11 +642,13 @@ class SymmetryFunctions(nn.Module):
         proper = cos.abs() < 1.0
         theta = torch.acos(torch.where(proper, cos, torch.zeros_like(cos)))
         in_angle = proper & (theta >= a_left) & (theta <= a_right)
-        ang = _compact(theta, a_left, a_right, kind, torch.zeros_like(asym), inclusive=True)
-        radial = _compact(r_ij, rl, rc, kind, asym) * _compact(r_ik, rl, rc, kind, asym)
-        rl_jk = rl.clamp_min(0.0)
-        narrow = _compact(r_jk, rl, rc, kind, asym) * ((r_jk > rl_jk) & (r_jk < rc)).to(dtype)
-        radial = torch.where(wide, radial, radial * narrow)
+        kinds = self._cangular_kinds
+        ang = _compact(theta, a_left, a_right, kind, False, inclusive=True, kinds=kinds)
+        radial = _compact(r_ij, rl, rc, kind, asym, kinds=kinds) * _compact(r_ik, rl, rc, kind, asym, kinds=kinds)
+        if not bool(wide.all()):
+            rl_jk = rl.clamp_min(0.0)
+            narrow = _compact(r_jk, rl, rc, kind, asym, kinds=kinds) * ((r_jk > rl_jk) & (r_jk < rc)).to(dtype)
+            radial = torch.where(wide, radial, radial * narrow)
         values = torch.where(in_angle, ang * radial, torch.zeros_like(radial))
         pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
         channel = centers[p] * self.n_pair_channels + pair_channel

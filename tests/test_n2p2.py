@@ -1,0 +1,254 @@
+"""Importing n2p2 potentials: hybridpot must reproduce n2p2's own predictions.
+
+Reference numbers (facts, not code) come from n2p2's test suite:
+
+* energies: ``test/cpp/Example_nnp_predict.h`` (nnp-predict on examples/nnp-predict/*),
+* forces: ``test/cpp/ExamplePrediction.h`` (same structures; first atoms transcribed here),
+
+for the potentials in ../shared/reference/n2p2 (copied unchanged from n2p2's examples).
+Units are those of the files (``units="file"``): Bohr and Hartree for H2O_RPBE-D3 and
+DMABN_SCAN, Å and eV for Cu2S_PBE.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.units import Bohr, Hartree
+
+import hybridpot as hp
+from hybridpot.io.input_data import read_input_data
+from hybridpot.io.n2p2 import from_n2p2, read_n2p2_settings
+
+N2P2 = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "n2p2"
+pytestmark = pytest.mark.skipif(not N2P2.is_dir(), reason="n2p2 reference potentials not available")
+
+# n2p2 test/cpp/Example_nnp_predict.h: total energies predicted by nnp-predict (file units)
+REFERENCE_ENERGY = {
+    "H2O_RPBE-D3": -2.7564547347815904e04,
+    "Cu2S_PBE": -5.7365603183874578e02,
+    "DMABN_SCAN": -7.6864264790108564e01,
+}
+
+# n2p2 test/cpp/ExamplePrediction.h: forces of the first atoms (file units)
+REFERENCE_FORCES = {
+    "H2O_RPBE-D3": [
+        (-2.8966030062366754e-02, 2.7209599774412423e-03, 3.9737021445979048e-03),
+        (7.9877423752479741e-03, 3.3297604748884998e-03, -1.0163833042173850e-02),
+        (1.1806902826331738e-02, -9.4962509650420874e-03, 6.6334365831265344e-03),
+        (1.5811460277845243e-03, 1.5010841412183408e-03, -1.9125345585991289e-02),
+        (-5.5904666061025688e-03, 8.9440761861618728e-03, -2.2307010253202861e-03),
+        (3.0173737498853648e-04, -1.0125957462634337e-02, 1.3857355934526888e-02),
+        (-7.8096712558967877e-04, -1.6708813976931509e-03, -4.6967806593604996e-03),
+        (2.2427460962975566e-03, -5.0824240654465643e-03, 2.8314700994836470e-03),
+        (1.4370209345337737e-03, 6.0023390484798614e-03, 6.1252679756137313e-04),
+        (-2.3470427905371407e-03, -3.6377522521246264e-02, -2.5116071793401799e-02),
+    ],
+    "Cu2S_PBE": [
+        (-1.4000786109479491e-01, 2.7403261309129619e-02, -5.9615047913556280e-03),
+        (1.3997290539679894e-01, 2.7389428456545951e-02, 5.9380897409333994e-03),
+        (1.3998854099790886e-01, -2.7396901091974960e-02, 6.0233784765652875e-03),
+        (-1.3998531485383750e-01, -2.7397674146490955e-02, -6.0145476333750289e-03),
+        (-1.3419464058370537e-01, -3.0953981174232686e-02, 3.9300642958937725e-02),
+        (1.3420252174401293e-01, -3.0958700911860516e-02, -3.9280059776477999e-02),
+        (1.3419043778235407e-01, 3.0936661937571316e-02, -3.9340452227574367e-02),
+        (-1.3428167355133661e-01, 3.0946646018639300e-02, 3.9318300479838669e-02),
+    ],
+}
+
+
+def structure(name: str) -> Atoms:
+    """The example's input.data structure, numbers exactly as in the file."""
+    return read_input_data(N2P2 / name / "input.data", units="angstrom_ev")[0]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {}
+
+
+def model_of(models, name, **kwargs):
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in models:
+        models[key] = from_n2p2(N2P2 / name, **kwargs)
+    return models[key]
+
+
+# ----------------------------------------------------------------------------- 2G: energies and forces
+@pytest.mark.parametrize("name", ["Cu2S_PBE", "DMABN_SCAN"])
+def test_2g_energy_and_forces_match_n2p2(models, name):
+    model = model_of(models, name)
+    out = model(hp.AtomicSystem.from_ase(structure(name)))
+    energy = float(out["energy"][0])
+    assert abs(energy - REFERENCE_ENERGY[name]) <= 1e-9 * abs(REFERENCE_ENERGY[name])
+    if name in REFERENCE_FORCES:
+        ref = np.array(REFERENCE_FORCES[name])
+        np.testing.assert_allclose(out["forces"].numpy()[: len(ref)], ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
+
+
+def test_2g_water_energy_matches_n2p2(models):
+    """1080 atoms, 12 Bohr cutoff: energy only here (forces in the slow test)."""
+    model = model_of(models, "H2O_RPBE-D3")
+    out = model(hp.AtomicSystem.from_ase(structure("H2O_RPBE-D3")), compute_forces=False)
+    ref = REFERENCE_ENERGY["H2O_RPBE-D3"]
+    assert abs(float(out["energy"][0]) - ref) <= 1e-9 * abs(ref)
+
+
+@pytest.mark.slow
+def test_2g_water_forces_match_n2p2(models):
+    model = model_of(models, "H2O_RPBE-D3")
+    out = model(hp.AtomicSystem.from_ase(structure("H2O_RPBE-D3")))
+    ref = np.array(REFERENCE_FORCES["H2O_RPBE-D3"])
+    np.testing.assert_allclose(out["forces"].numpy()[: len(ref)], ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
+
+
+def test_2g_forces_match_finite_differences(models):
+    """DMABN (polynomial symmetry functions, softplus): central differences of the energy."""
+    model = model_of(models, "DMABN_SCAN")
+    atoms = structure("DMABN_SCAN")
+    forces = model(hp.AtomicSystem.from_ase(atoms))["forces"].numpy()
+    h = 1e-4  # Bohr
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(atoms), 2, replace=False):
+        for a in range(3):
+            e = []
+            for sign in (1.0, -1.0):
+                moved = atoms.copy()
+                moved.positions[i, a] += sign * h
+                e.append(float(model(hp.AtomicSystem.from_ase(moved), compute_forces=False)["energy"][0]))
+            fd = -(e[0] - e[1]) / (2 * h)
+            assert abs(fd - forces[i, a]) <= 1e-6 * max(abs(forces[i, a]), 1e-2), (i, a, fd, forces[i, a])
+
+
+def test_units_ase_converts_bohr_hartree(models):
+    file_model = model_of(models, "DMABN_SCAN")
+    ase_model = model_of(models, "DMABN_SCAN", units="ase")
+    atoms = structure("DMABN_SCAN")
+    out_file = file_model(hp.AtomicSystem.from_ase(atoms))
+    atoms_ang = atoms.copy()
+    atoms_ang.positions *= Bohr
+    out_ase = ase_model(hp.AtomicSystem.from_ase(atoms_ang))
+    np.testing.assert_allclose(float(out_ase["energy"][0]), float(out_file["energy"][0]) * Hartree, rtol=1e-13)
+    np.testing.assert_allclose(out_ase["forces"].numpy(), out_file["forces"].numpy() * Hartree / Bohr, rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_units_ase_with_angstrom_ev_files_is_identity(models):
+    a = model_of(models, "DMABN_SCAN")
+    b = model_of(models, "DMABN_SCAN", units="ase", file_units="angstrom_ev")
+    system = hp.AtomicSystem.from_ase(structure("DMABN_SCAN"))
+    assert float(a(system, compute_forces=False)["energy"][0]) == float(b(system, compute_forces=False)["energy"][0])
+
+
+def test_float32_model_close_to_float64(models):
+    model32 = from_n2p2(N2P2 / "DMABN_SCAN", dtype=torch.float32)
+    e32 = float(model32(hp.AtomicSystem.from_ase(structure("DMABN_SCAN")), compute_forces=False)["energy"][0])
+    assert abs(e32 - REFERENCE_ENERGY["DMABN_SCAN"]) < 1e-4 * abs(REFERENCE_ENERGY["DMABN_SCAN"])
+
+
+def test_save_load_round_trip(models, tmp_path):
+    model = model_of(models, "DMABN_SCAN")
+    hp.save(model, tmp_path / "m.pt")
+    loaded = hp.load(tmp_path / "m.pt")
+    system = hp.AtomicSystem.from_ase(structure("DMABN_SCAN"))
+    assert float(loaded(system, compute_forces=False)["energy"][0]) == float(model(system, compute_forces=False)["energy"][0])
+
+
+# ----------------------------------------------------------------------------- conventions
+def test_symmetry_functions_follow_n2p2_order_and_scaling_rows(models):
+    """The features are sorted as n2p2 sorts them, so scaling.data rows map one to one."""
+    model = model_of(models, "Cu2S_PBE")
+    desc = model.short_range.descriptor
+    settings = read_n2p2_settings(N2P2 / "Cu2S_PBE" / "input.nn")
+    assert len(desc.functions) == len(settings.symfunctions)
+    keys = [f.n2p2_sort_key() for f in desc.functions]
+    assert keys == sorted(keys)
+    # sigma scaling: scaled = (G - mean) * (Smax - Smin) / sigma + Smin, first row of scaling.data
+    first = [l.split() for l in (N2P2 / "Cu2S_PBE" / "scaling.data").read_text().splitlines()
+             if l.strip() and not l.startswith("#")][0]
+    mean, sigma = float(first[4]), float(first[5])
+    assert desc.scaling_mode == "sigma"
+    assert float(desc.scale_shift[0, 0]) == mean
+    assert float(desc.scale_factor[0, 0]) == 1.0 / sigma
+
+
+# ----------------------------------------------------------------------------- errors
+def write_potential(tmp_path, extra: str, activation: str = "t t l") -> Path:
+    d = tmp_path / "pot"
+    d.mkdir(exist_ok=True)
+    (d / "input.nn").write_text(
+        "number_of_elements 1\nelements H\ncutoff_type 2\n"
+        f"global_hidden_layers_short 2\nglobal_nodes_short 2 2\nglobal_activation_short {activation}\n"
+        "symfunction_short H 2 H 0.5 0.0 4.0\n" + extra
+    )
+    # 1 input, 2, 2, 1: weights then biases, layer by layer
+    lines, n = [], 0
+    for l, (n_in, n_out) in enumerate([(1, 2), (2, 2), (2, 1)]):
+        for j in range(n_in):
+            for k in range(n_out):
+                n += 1
+                lines.append(f"{0.1 * n:.3f} a {n} {l} {j + 1} {l + 1} {k + 1}")
+        for k in range(n_out):
+            n += 1
+            lines.append(f"{0.1 * n:.3f} b {n} {l + 1} {k + 1}")
+    (d / "weights.001.data").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_small_network_by_hand(tmp_path):
+    """Weights order (weights then biases, layer by layer) checked against a hand-written forward pass."""
+    d = write_potential(tmp_path, "atom_energy H -0.5\n")
+    model = from_n2p2(d)
+    atoms = Atoms("HH", positions=[[0, 0, 0], [1.3, 0, 0]])
+    e = float(model(hp.AtomicSystem.from_ase(atoms), compute_forces=False)["energy"][0])
+    g = math.exp(-0.5 * 1.3**2) * math.tanh(1 - 1.3 / 4.0) ** 3
+    w1, b1 = np.array([[0.1], [0.2]]), np.array([0.3, 0.4])
+    w2, b2 = np.array([[0.5, 0.7], [0.6, 0.8]]), np.array([0.9, 1.0])
+    w3, b3 = np.array([[1.1, 1.2]]), np.array([1.3])
+    x = np.tanh(w1 @ [g] + b1)
+    x = np.tanh(w2 @ x + b2)
+    atomic = (w3 @ x + b3).item()
+    assert abs(e - 2 * (atomic - 0.5)) < 1e-13
+
+
+def test_normalize_nodes_divides_by_fan_in(tmp_path):
+    d = write_potential(tmp_path, "normalize_nodes\n")
+    model = from_n2p2(d)
+    atoms = Atoms("HH", positions=[[0, 0, 0], [1.3, 0, 0]])
+    e = float(model(hp.AtomicSystem.from_ase(atoms), compute_forces=False)["energy"][0])
+    g = math.exp(-0.5 * 1.3**2) * math.tanh(1 - 1.3 / 4.0) ** 3
+    x = np.tanh((np.array([[0.1], [0.2]]) @ [g] + [0.3, 0.4]) / 1)
+    x = np.tanh((np.array([[0.5, 0.7], [0.6, 0.8]]) @ x + [0.9, 1.0]) / 2)
+    atomic = ((np.array([[1.1, 1.2]]) @ x + [1.3]) / 2).item()
+    assert abs(e - 2 * atomic) < 1e-13
+
+
+def test_relu_is_refused(tmp_path):
+    d = write_potential(tmp_path, "", activation="r t l")
+    with pytest.raises(ValueError, match="ReLU"):
+        from_n2p2(d)
+
+
+def test_unsupported_keyword_is_named(tmp_path):
+    d = write_potential(tmp_path, "element_nodes_short H 3 3\n")
+    with pytest.raises(ValueError, match="element_nodes_short"):
+        from_n2p2(d)
+
+
+def test_unsupported_symmetry_function_type_is_named(tmp_path):
+    d = write_potential(tmp_path, "symfunction_short H 13 H H 0.1 1 1 4.0 0.0\n")
+    with pytest.raises(ValueError, match="type 13"):
+        from_n2p2(d)
+
+
+def test_wrong_number_of_weights(tmp_path):
+    d = write_potential(tmp_path, "")
+    text = (d / "weights.001.data").read_text().splitlines()
+    (d / "weights.001.data").write_text("\n".join(text[:-1]) + "\n")
+    with pytest.raises(ValueError, match="connections"):
+        from_n2p2(d)
