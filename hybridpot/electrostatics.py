@@ -29,7 +29,9 @@ against tight Ewald references and are checked in tests/test_electrostatics.py):
 * smearing ``s`` from the real-space cutoff ``r_c``: ``erfc(r_c / (sqrt(2) s)) = 0.1 accuracy``;
 * Ewald: all k-vectors with ``|k| <= k_max``, ``exp(-k_max^2 s^2 / 2) = 0.1 accuracy``;
 * PME: ``interpolation_nodes`` (default 7) and a mesh so fine that the measured
-  interpolation error law ``err ~ e0 (h/(0.137 s))^p`` gives ``0.3 accuracy``.
+  interpolation error law ``err ~ e0 (h/(0.137 s))^p`` gives ``0.05 accuracy`` for the
+  potential (PME forces are several times less accurate than potentials; with this
+  margin they stay below ``accuracy`` relative to the largest force).
 
 n2p2 screening (``screening=(r_inner, r_outer)``, n2p2 keyword ``screen_electrostatics``):
 the pair interaction in the *electrostatic energy* is multiplied by
@@ -178,7 +180,7 @@ class EwaldParameters:
         smearing = real_space_cutoff / (_SQRT2 * float(erfcinv(tail)))
         k_max = math.sqrt(2.0 * math.log(1.0 / tail)) / smearing
         e0, p = _PME_ERROR_LAW[interpolation_nodes]
-        ratio = 0.137 * min(2.2, (0.3 * accuracy / e0) ** (1.0 / p))
+        ratio = 0.137 * min(2.2, (0.05 * accuracy / e0) ** (1.0 / p))
         # torch-pme uses >= 2 L / mesh_spacing + 1 points per axis: actual spacing <= mesh_spacing / 2
         mesh_spacing = 2.0 * ratio * smearing
         return cls(accuracy, real_space_cutoff, smearing, k_max, mesh_spacing, interpolation_nodes)
@@ -203,8 +205,15 @@ class PeriodicCoulomb:
     """Coulomb operator ``v -> C v`` of one periodic structure (Gaussian or point charges).
 
     ``C`` is the potential matrix of the module docstring (``C_ii`` holds the periodic
-    images of atom i only, no self energy). Built per evaluation; differentiable with
-    respect to positions, cell, pair distances and widths.
+    images of atom i only, no self energy)::
+
+        C v = [point-charge Ewald/PME potential of v, torch-pme]
+              - sum_pairs k_e erfc(r/(sqrt2 gamma))/r v_j  + (2 pi k_e / V)(sigma_i^2 sum_j v_j + sum_j sigma_j^2 v_j)
+
+    Everything that depends only on the geometry (real-space kernels, Ewald structure
+    factors, PME mesh weights and k-space filter) is computed once at construction
+    (differentiably in positions, cell, distances and widths) and reused by every product,
+    e.g. all iterations of a CG solve.
 
     Parameters
     ----------
@@ -213,7 +222,8 @@ class PeriodicCoulomb:
         real-space cutoff, local indices, ``[M]``, distances Å.
     sigma : [n] Å or None (point charges)
     params : EwaldParameters
-    method : "ewald" or "pme"
+    method : "ewald" (torch-pme's Coulomb kernels, explicit k-sum over ``|k| <= k_max``)
+        or "pme" (torch-pme's PMECalculator k-space part)
     """
 
     def __init__(self, positions, cell, pair_i, pair_j, distances, sigma, params: EwaldParameters, method: str):
@@ -223,23 +233,28 @@ class PeriodicCoulomb:
         self.pair_i, self.pair_j, self.distances = pair_i, pair_j, distances
         self.sigma, self.params, self.method = sigma, params, method
         dtype, device = positions.dtype, positions.device
-        potential = torchpme.CoulombPotential(smearing=params.smearing, prefactor=COULOMB_CONSTANT).to(dtype=dtype, device=device)
-        self.potential = potential
+        self.potential = torchpme.CoulombPotential(smearing=params.smearing, prefactor=COULOMB_CONSTANT).to(
+            dtype=dtype, device=device
+        )
+        self.volume = torch.linalg.det(cell).abs()
+        # real space: point-charge short-range part minus the Gaussian erfc correction
+        self.real_kernel = self.potential.sr_from_dist(distances)
+        if sigma is not None:
+            gamma = torch.sqrt(sigma[pair_i] ** 2 + sigma[pair_j] ** 2)
+            self.real_kernel = self.real_kernel - COULOMB_CONSTANT * erfc_coulomb_kernel(distances, gamma)
+        self.self_term = self.potential.self_contribution()  # k_e sqrt(2/pi) / s
+        self.background = 2.0 * self.potential.background_correction() / self.volume  # 2 pi k_e s^2 / V
+        self.mesh_shape = None
         if method == "ewald":
-            # lr_wavelength is unused: the k-vectors are passed explicitly (spherical cutoff)
-            self.calculator = torchpme.EwaldCalculator(potential, lr_wavelength=1.0).to(dtype=dtype, device=device)
-            self.kvectors = ewald_kvectors(cell, params.k_max)
+            kvec = ewald_kvectors(cell, params.k_max)
+            self.g = self.potential.lr_from_k_sq((kvec**2).sum(dim=1)) / self.volume  # [K]
+            phase = kvec @ positions.T  # [K, n]
+            self.cos, self.sin = torch.cos(phase), torch.sin(phase)
         else:
             self.calculator = torchpme.PMECalculator(
-                potential, mesh_spacing=params.mesh_spacing, interpolation_nodes=params.interpolation_nodes
+                self.potential, mesh_spacing=params.mesh_spacing, interpolation_nodes=params.interpolation_nodes
             ).to(dtype=dtype, device=device)
-            self.kvectors = None
             self._setup_mesh()
-        self.neighbor_indices = torch.stack([pair_i, pair_j], dim=1)
-        self.volume = torch.linalg.det(cell).abs()
-        if sigma is not None:
-            self.gamma = torch.sqrt(sigma[pair_i] ** 2 + sigma[pair_j] ** 2)
-            self.correction = COULOMB_CONSTANT * erfc_coulomb_kernel(distances, self.gamma)  # [M]
 
     def _setup_mesh(self) -> None:
         """Prepare the PME mesh, k-space filter and interpolation weights once per operator.
@@ -248,8 +263,9 @@ class PeriodicCoulomb:
         two; here the mesh has the smallest FFT-friendly size (2^a 3^b 5^c) with spacing
         at most ``mesh_spacing / 2`` (torch-pme's own rule without the power-of-two
         rounding), computed once (differentiably in cell and positions) and reused by every
-        product of this operator (e.g. all CG iterations). Relies on torch-pme's
-        ``MeshInterpolator.update/compute_weights`` and ``KSpaceFilter.update``.
+        product of this operator. Relies on torch-pme 0.5.0's
+        ``MeshInterpolator.update/compute_weights``, ``KSpaceFilter.update`` and
+        ``PMECalculator._compute_kspace``.
         """
         calc = self.calculator
         lengths = self.cell.detach().norm(dim=1)
@@ -273,11 +289,15 @@ class PeriodicCoulomb:
         """``C v`` for ``v`` of shape ``[n]`` or ``[n, channels]`` (potentials, V)."""
         squeeze = v.dim() == 1
         vv = v.unsqueeze(1) if squeeze else v
-        out = 2.0 * self.calculator(
-            vv, self.cell, self.positions, self.neighbor_indices, self.distances, kvectors=self.kvectors
-        )
+        out = self._pair_apply(self.real_kernel, vv)
+        if self.method == "ewald":
+            out = out + self.cos.T @ (self.g.unsqueeze(1) * (self.cos @ vv))
+            out = out + self.sin.T @ (self.g.unsqueeze(1) * (self.sin @ vv))
+            out = out - self.self_term * vv - self.background * vv.sum(dim=0, keepdim=True)
+        else:
+            # self term, background and (3D: zero) slab correction are included by torch-pme
+            out = out + 2.0 * self.calculator._compute_kspace(vv, self.cell, self.positions)
         if self.sigma is not None:
-            out = out - self._pair_apply(self.correction, vv)
             # k = 0 part of the erfc correction (neutralising background, Gaussian part)
             s2 = (self.sigma**2).unsqueeze(1)
             factor = 2.0 * math.pi * COULOMB_CONSTANT / self.volume
@@ -292,22 +312,20 @@ class PeriodicCoulomb:
         return out
 
     def dense(self) -> torch.Tensor:
-        """The matrix ``C`` ``[n, n]`` (Ewald with the same k-vectors; differentiable)."""
+        """The matrix ``C`` ``[n, n]`` (Ewald, with this operator's real-space pairs; differentiable)."""
         n = self.positions.shape[0]
-        pot = self.potential
-        kernel = pot.sr_from_dist(self.distances)
-        if self.sigma is not None:
-            kernel = kernel - self.correction
         mat = self.positions.new_zeros(n, n)
-        mat = mat.index_put((self.pair_i, self.pair_j), kernel, accumulate=True)
-        mat = mat.index_put((self.pair_j, self.pair_i), kernel, accumulate=True)
-        kvec = self.kvectors if self.kvectors is not None else ewald_kvectors(self.cell, self.params.k_max)
-        g = pot.lr_from_k_sq((kvec**2).sum(dim=1)) / self.volume  # [K]
-        phase = kvec @ self.positions.T  # [K, n]
-        c, s = torch.cos(phase), torch.sin(phase)
+        mat = mat.index_put((self.pair_i, self.pair_j), self.real_kernel, accumulate=True)
+        mat = mat.index_put((self.pair_j, self.pair_i), self.real_kernel, accumulate=True)
+        if self.method == "ewald":
+            c, s, g = self.cos, self.sin, self.g
+        else:
+            kvec = ewald_kvectors(self.cell, self.params.k_max)
+            g = self.potential.lr_from_k_sq((kvec**2).sum(dim=1)) / self.volume
+            phase = kvec @ self.positions.T
+            c, s = torch.cos(phase), torch.sin(phase)
         mat = mat + (c.T * g) @ c + (s.T * g) @ s
-        mat = mat - torch.diag(pot.self_contribution().expand(n))
-        mat = mat - 2.0 * pot.background_correction() / self.volume
+        mat = mat - torch.diag(self.self_term.expand(n)) - self.background
         if self.sigma is not None:
             s2 = self.sigma**2
             mat = mat + (2.0 * math.pi * COULOMB_CONSTANT / self.volume) * (s2.unsqueeze(0) + s2.unsqueeze(1))

@@ -355,7 +355,12 @@ class ChargeEquilibration(nn.Module):
         else:
             self.register_buffer("raw_sigma", _inverse_softplus(st))
         self.last_energy: Optional[torch.Tensor] = None
-        self.last_iterations: list = []
+        self._iteration_logs: list = []
+
+    @property
+    def last_iterations(self) -> list:
+        """CG iteration counts of the last call (forward solves, then adjoint solves once backward ran)."""
+        return [n for log in self._iteration_logs for n in log]
 
     @property
     def cutoff(self) -> float:
@@ -389,7 +394,7 @@ class ChargeEquilibration(nn.Module):
         diag = hard + COULOMB_CONSTANT / (sigma * _SQRT_PI)
         groups, totals = constraint_groups(system)
         charges, energies = [], []
-        self.last_iterations = []
+        self._iteration_logs = []
         for s in range(system.n_systems):
             a, b = int(system.ptr[s]), int(system.ptr[s + 1])
             g_local, t_local = _local_groups(groups[a:b], totals)
@@ -402,7 +407,7 @@ class ChargeEquilibration(nn.Module):
                 setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local, t_local,
                                          self.cg_tol, self.cg_maxiter)
                 q = _MatrixFreeQEq.apply(setup, chi[a:b], diag[a:b], op.positions, op.cell, op.distances, op.sigma)
-                self.last_iterations.extend(setup.iterations)
+                self._iteration_logs.append(setup.iterations)
                 aq = op.matvec(q) + diag[a:b] * q
                 energy = torch.dot(chi[a:b], q) + 0.5 * torch.dot(q, aq)
             else:

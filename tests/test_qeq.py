@@ -1,0 +1,380 @@
+"""Charge models: FixedCharges and ChargeEquilibration (dense and matrix-free QEq)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from scipy.special import erf
+
+import hybridpot as hp
+from hybridpot.electrostatics import COULOMB_CONSTANT, Electrostatics
+from hybridpot.neighbors import build_graph, compute_neighbors
+from hybridpot.qeq import (
+    ChargeEquilibration,
+    FixedCharges,
+    QEqConvergenceError,
+    projected_cg,
+    solve_qeq_dense,
+)
+
+KE = 14.399645478425667
+
+
+# ---------------------------------------------------------------------------- helpers
+def make_qeq(elements=("Na", "Cl"), seed=0, offsets=None, **kwargs):
+    """A QEq term with small random chi networks plus per-element offsets (eV/e)."""
+    torch.manual_seed(seed)
+    desc = hp.SymmetryFunctions.default(list(elements), r_cut=4.0, n_radial=3, angular_etas=(0.01,), zetas=(1.0,))
+    kwargs.setdefault("hardness", 2.0)
+    kwargs.setdefault("sigma", 0.8)
+    qeq = ChargeEquilibration(list(elements), desc, hidden=(6,), **kwargs).double()
+    offsets = offsets if offsets is not None else {e: 2.0 * (k - 0.5) for k, e in enumerate(elements)}
+    with torch.no_grad():
+        for e, off in offsets.items():
+            z = hp.descriptors.element_number(e)
+            qeq.nets.linear_layers(z)[-1].bias.add_(off)
+    return qeq
+
+
+def graph_of(system, cutoff):
+    return build_graph(system, compute_neighbors(system, cutoff))
+
+
+def jittered_nacl(n_side, a=5.64, seed=0, jitter=0.15, charge=0.0):
+    rng = np.random.default_rng(seed)
+    d = a / 2
+    g = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pos = g * d + rng.normal(scale=jitter, size=g.shape)
+    numbers = np.where(g.sum(1) % 2 == 0, 11, 17)
+    atoms = Atoms(numbers=numbers, positions=pos, cell=[n_side * d] * 3, pbc=True)
+    atoms.info["charge"] = charge
+    return atoms
+
+
+def reference_qeq(chi, hardness, sigma, pos, total, groups=None):
+    """Independent numpy solution of the finite QEq problem (bordered KKT matrix)."""
+    n = len(chi)
+    a = np.zeros((n, n))
+    for i in range(n):
+        a[i, i] = hardness[i] + KE / (sigma[i] * math.sqrt(math.pi))
+        for j in range(n):
+            if i != j:
+                r = np.linalg.norm(pos[i] - pos[j])
+                g = math.sqrt(sigma[i] ** 2 + sigma[j] ** 2)
+                a[i, j] = KE * erf(r / (math.sqrt(2) * g)) / r
+    groups = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
+    totals = np.atleast_1d(total)
+    ng = len(totals)
+    kkt = np.zeros((n + ng, n + ng))
+    kkt[:n, :n] = a
+    for g in range(ng):
+        kkt[:n, n + g] = kkt[n + g, :n] = groups == g
+    rhs = np.concatenate([-chi, totals])
+    sol = np.linalg.solve(kkt, rhs)
+    q = sol[:n]
+    return q, chi @ q + 0.5 * q @ a @ q
+
+
+# ---------------------------------------------------------------------------- fixed charges
+def test_fixed_charges():
+    atoms = Atoms("NaClH", positions=[[0, 0, 0], [2.5, 0, 0], [0, 3, 0]])
+    atoms.set_initial_charges([0.6, -0.9, 0.3])
+    system = hp.AtomicSystem.from_ase(atoms)
+    q, sigma = FixedCharges()(system)
+    assert torch.equal(q, system.initial_charges) and sigma is None
+    q, sigma = FixedCharges(sigma={"Na": 0.7, "Cl": 1.1, 1: 0.4})(system)
+    assert sigma.tolist() == [0.7, 1.1, 0.4]
+    _, sigma = FixedCharges(sigma=0.5)(system)
+    assert sigma.tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="no Gaussian width"):
+        FixedCharges(sigma={"Na": 0.7})(system)
+    with pytest.raises(ValueError, match="positive"):
+        FixedCharges(sigma=-1.0)
+    neutral = hp.AtomicSystem.from_ase(Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]]))
+    q, _ = FixedCharges()(neutral)
+    assert torch.equal(q, torch.zeros(2, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------- dense solver, finite
+@pytest.mark.parametrize("total", [0.0, 1.0, -2.0])
+def test_dense_qeq_matches_independent_solution(total):
+    rng = np.random.default_rng(1)
+    atoms = Atoms("NaClNaClCl", positions=rng.normal(scale=2.0, size=(5, 3)))
+    atoms.info["charge"] = total
+    qeq = make_qeq(hardness={"Na": 1.5, "Cl": 3.0}, sigma={"Na": 0.7, "Cl": 1.1})
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, qeq.cutoff)
+    q, sigma = qeq(system, graph)
+    chi = qeq.electronegativity(system, graph).detach().numpy()
+    hard = np.where(atoms.numbers == 11, 1.5, 3.0)
+    sig = np.where(atoms.numbers == 11, 0.7, 1.1)
+    assert np.allclose(sigma.detach().numpy(), sig, rtol=1e-12)
+    ref_q, ref_e = reference_qeq(chi, hard, sig, atoms.positions, total)
+    assert np.allclose(q.detach().numpy(), ref_q, atol=1e-10)
+    assert float(q.detach().sum()) == pytest.approx(total, abs=1e-10)
+    assert float(qeq.last_energy.detach()[0]) == pytest.approx(ref_e, rel=1e-10)
+    assert np.abs(ref_q).max() > 0.05  # charges are not trivially small
+
+
+def test_dense_qeq_batch_equals_separate():
+    rng = np.random.default_rng(2)
+    mols = [Atoms("NaCl" * k, positions=rng.normal(scale=2.0, size=(2 * k, 3))) for k in (1, 2, 3)]
+    mols[1].info["charge"] = 1.0
+    qeq = make_qeq()
+    batch = hp.AtomicSystem.from_ase(mols)
+    q_batch, _ = qeq(batch, graph_of(batch, qeq.cutoff))
+    e_batch = qeq.last_energy.clone()
+    for k, m in enumerate(mols):
+        s = hp.AtomicSystem.from_ase(m)
+        q, _ = qeq(s, graph_of(s, qeq.cutoff))
+        a, b = int(batch.ptr[k]), int(batch.ptr[k + 1])
+        assert torch.allclose(q_batch[a:b], q, atol=1e-12)
+        assert float(e_batch[k]) == pytest.approx(float(qeq.last_energy.detach()[0]), rel=1e-12)
+    assert float(q_batch[2:6].sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_qeq_energy_is_stationary():
+    """E_QEq is minimal at the solution within the constraint: dE/dq is constant (= -mu)."""
+    atoms = Atoms("NaClNaCl", positions=[[0, 0, 0], [2.4, 0.1, 0], [0.2, 2.5, 0.3], [2.6, 2.4, -0.2]])
+    qeq = make_qeq()
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, qeq.cutoff)
+    q, sigma = qeq(system, graph)
+    chi = qeq.electronegativity(system, graph)
+    qv = q.detach().clone().requires_grad_(True)
+    elec = Electrostatics()
+    diag = qeq.hardness[qeq.element_index[system.numbers]] + KE / (sigma * math.sqrt(math.pi))
+    energy = (chi * qv).sum() + 0.5 * (diag * qv * qv).sum() + elec(system, graph, qv, sigma).sum()
+    assert float(energy) == pytest.approx(float(qeq.last_energy[0]), rel=1e-12)
+    (grad,) = torch.autograd.grad(energy, qv)
+    assert float(grad.max() - grad.min()) < 1e-10
+
+
+# ---------------------------------------------------------------------------- dissociation
+def test_diatomic_dissociation_fractional_limit_and_fragments():
+    """Neutral NaCl pulled apart: plain QEq keeps a fractional charge, fragment constraints give 0."""
+    qeq = make_qeq(offsets={"Na": -3.0, "Cl": 3.0}, hardness={"Na": 1.5, "Cl": 3.0}, sigma={"Na": 0.7, "Cl": 1.1})
+    jp = {11: 1.5 + KE / (0.7 * math.sqrt(math.pi)), 17: 3.0 + KE / (1.1 * math.sqrt(math.pi))}
+    gamma = math.sqrt(0.7**2 + 1.1**2)
+    charges = []
+    for r in (2.4, 5.0, 10.0, 40.0, 200.0):
+        atoms = Atoms("NaCl", positions=[[0, 0, 0], [r, 0, 0]])
+        system = hp.AtomicSystem.from_ase(atoms)
+        graph = graph_of(system, qeq.cutoff)
+        q, _ = qeq(system, graph)
+        chi = qeq.electronegativity(system, graph).detach()
+        # two-atom QEq in closed form
+        coul = KE * erf(r / (math.sqrt(2) * gamma)) / r
+        expected = -(float(chi[0]) - float(chi[1])) / (jp[11] + jp[17] - 2 * coul)
+        assert float(q[0]) == pytest.approx(expected, rel=1e-10)
+        assert float(q.sum()) == pytest.approx(0.0, abs=1e-12)
+        charges.append(float(q[0]))
+        if r >= 40.0:  # beyond the descriptor cutoff chi is that of the isolated atoms
+            limit = -(float(chi[0]) - float(chi[1])) / (jp[11] + jp[17])
+            assert abs(limit) > 0.1  # the known spurious fractional charge of QEq
+            assert float(q[0]) == pytest.approx(limit, rel=4 * KE / r / (jp[11] + jp[17]))  # -> limit as 1/r
+        fragmented = hp.AtomicSystem.from_ase(atoms, fragments=[[0], [1]], fragment_charges=[0.0, 0.0])
+        qf, _ = qeq(fragmented, graph)
+        assert torch.allclose(qf, torch.zeros(2, dtype=qf.dtype), atol=1e-12)
+
+
+def test_two_neutral_dimers_stay_neutral():
+    qeq = make_qeq()
+    dimer = np.array([[0, 0, 0], [2.4, 0, 0]])
+    isolated = hp.AtomicSystem.from_ase(Atoms("NaCl", positions=dimer))
+    q_iso, _ = qeq(isolated, graph_of(isolated, qeq.cutoff))
+    for d in (4.0, 8.0, 30.0):
+        atoms = Atoms("NaClNaCl", positions=np.vstack([dimer, dimer + [0.3, d, 0.0]]))
+        atoms.numbers[2:] = [17, 11]  # second dimer reversed: unequal fragments
+        plain = hp.AtomicSystem.from_ase(atoms)
+        frag = hp.AtomicSystem.from_ase(atoms, fragments=[[0, 1], [2, 3]], fragment_charges=[0.0, 0.0])
+        graph = graph_of(plain, qeq.cutoff)
+        q_frag, _ = qeq(frag, graph)
+        assert float(q_frag[:2].sum()) == pytest.approx(0.0, abs=1e-12)
+        assert float(q_frag[2:].sum()) == pytest.approx(0.0, abs=1e-12)
+        if d >= 30.0:  # far apart: each dimer as if isolated
+            assert torch.allclose(q_frag[:2], q_iso, atol=0.05 * 2 * KE / d)
+    # charged fragments: +1 / -1 ions (ionic-liquid style) in a charge-0 structure
+    ions = hp.AtomicSystem.from_ase(atoms, fragments=[[0, 1], [2, 3]], fragment_charges=[1.0, -1.0])
+    q_ions, _ = qeq(ions, graph)
+    assert float(q_ions[:2].sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float(q_ions[2:].sum()) == pytest.approx(-1.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- periodic: dense vs matrix-free
+@pytest.fixture(scope="module")
+def periodic_500():
+    """8x8x8 jittered rock salt (512 atoms, charge +1): dense vs matrix-free (Ewald and PME operators)."""
+    atoms = jittered_nacl(8, charge=1.0)
+    system = hp.AtomicSystem.from_ase(atoms)
+    results = {}
+    for name, solver, method in [("dense", "dense", "pme"), ("mf_ewald", "matrix_free", "ewald"), ("mf_pme", "matrix_free", "pme")]:
+        qeq = make_qeq(solver=solver, periodic_method=method, hardness={"Na": 1.5, "Cl": 3.0},
+                       sigma={"Na": 0.8, "Cl": 1.1}, cg_tol=1e-11)
+        model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(method="ewald"))
+        out = model(system, compute_stress=True)
+        out["qeq_energy"] = qeq.last_energy.detach()
+        out["iterations"] = list(qeq.last_iterations)
+        results[name] = out
+    return results
+
+
+def test_dense_and_matrix_free_agree(periodic_500):
+    dense, mf = periodic_500["dense"], periodic_500["mf_ewald"]
+    assert len(mf["iterations"]) == 2 and not dense["iterations"]  # forward and adjoint CG solves
+    assert float(dense["charges"].abs().max()) > 0.3
+    assert float((dense["charges"] - mf["charges"]).abs().max()) < 1e-8
+    assert float(dense["energy"]) == pytest.approx(float(mf["energy"]), rel=1e-8)
+    assert float(dense["qeq_energy"]) == pytest.approx(float(mf["qeq_energy"]), rel=1e-8)
+    fscale = float(dense["forces"].abs().max())
+    assert float((dense["forces"] - mf["forces"]).abs().max()) < 1e-8 * fscale
+    assert float((dense["stress"] - mf["stress"]).abs().max()) < 1e-8 * float(dense["stress"].abs().max())
+
+
+def test_matrix_free_pme_within_accuracy(periodic_500):
+    """The PME operator (accuracy 1e-6) changes charges/energy/forces at the 1e-6 level only."""
+    dense, mf = periodic_500["dense"], periodic_500["mf_pme"]
+    qscale = float(dense["charges"].abs().max())
+    assert float((dense["charges"] - mf["charges"]).abs().max()) < 1e-6 * qscale
+    assert float(dense["qeq_energy"]) == pytest.approx(float(mf["qeq_energy"]), rel=1e-6)
+    fscale = float(dense["forces"].abs().max())
+    assert float((dense["forces"] - mf["forces"]).abs().max()) < 1e-6 * fscale
+
+
+def test_total_charge_conserved(periodic_500):
+    for out in periodic_500.values():
+        assert float(out["charges"].sum()) == pytest.approx(1.0, abs=1e-10)
+
+
+# ---------------------------------------------------------------------------- forces and stress by FD
+def _fd_check(model, atoms, entries=((0, 0), (1, 2), (2, 1)), stress=False, h=1e-5, tol=1e-6):
+    out = model(hp.AtomicSystem.from_ase(atoms), compute_stress=stress)
+
+    def energy(a):
+        return float(model(hp.AtomicSystem.from_ase(a), compute_forces=False, compute_stress=False)["energy"])
+
+    for i, k in entries:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, k] += h
+        minus.positions[i, k] -= h
+        fd = -(energy(plus) - energy(minus)) / (2 * h)
+        assert float(out["forces"][i, k]) == pytest.approx(fd, abs=tol)
+    assert float(out["forces"].sum(0).abs().max()) < 1e-8
+    if stress:
+        volume = atoms.get_volume()
+        for a, b in [(0, 0), (0, 1), (2, 2)]:
+            es = []
+            for sgn in (1, -1):
+                strained = atoms.copy()
+                eps = np.eye(3)
+                eps[a, b] += sgn * h / 2
+                eps[b, a] += sgn * h / 2
+                strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
+                es.append(energy(strained))
+            assert float(out["stress"][0, a, b]) == pytest.approx((es[0] - es[1]) / (2 * h) / volume, abs=tol / 10)
+    return out
+
+
+def test_forces_fd_finite_qeq():
+    rng = np.random.default_rng(4)
+    atoms = Atoms("NaClNaClCl", positions=rng.normal(scale=1.8, size=(5, 3)))
+    atoms.info["charge"] = -1.0
+    qeq = make_qeq()
+    short = hp.ShortRange(["Na", "Cl"], qeq.descriptor, hidden=(5,), use_charges=True).double()
+    model = hp.HybridPotential(short_range=short, charges=qeq, electrostatics=Electrostatics())
+    out = _fd_check(model, atoms, entries=((0, 0), (1, 2), (3, 1), (4, 0)))
+    assert float(out["charges"].sum()) == pytest.approx(-1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["dense", "matrix_free"])
+def test_forces_and_stress_fd_periodic_qeq(solver):
+    atoms = jittered_nacl(2, seed=3, jitter=0.25)
+    atoms.set_cell(atoms.cell.array + [[0, 0.3, 0], [0.2, 0, 0], [0, 0, 0.4]], scale_atoms=True)
+    qeq = make_qeq(solver=solver, accuracy=1e-9, cg_tol=1e-13)
+    short = hp.ShortRange(["Na", "Cl"], qeq.descriptor, hidden=(5,), use_charges=True).double()
+    model = hp.HybridPotential(short_range=short, charges=qeq, electrostatics=Electrostatics(accuracy=1e-9, screening=(1.0, 3.5)))
+    _fd_check(model, atoms, stress=True, tol=2e-6)
+
+
+# ---------------------------------------------------------------------------- parameter gradients
+@pytest.mark.parametrize("solver", ["dense", "matrix_free"])
+def test_gradients_reach_hardness_width_and_chi(solver):
+    atoms = jittered_nacl(2, seed=5)
+    qeq = make_qeq(solver=solver, accuracy=1e-9, cg_tol=1e-13)
+    elec = Electrostatics(accuracy=1e-9)
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, qeq.cutoff)
+
+    def loss():
+        with torch.enable_grad():
+            q, sigma = qeq(system, graph)
+            return elec(system, graph, q, sigma).sum() + 3.0 * (q[:4] ** 2).sum() + qeq.last_energy.sum()
+
+    value = loss()
+    params = [qeq.raw_hardness, qeq.raw_sigma, qeq.nets.linear_layers(11)[-1].bias]
+    grads = torch.autograd.grad(value, params)
+    h = 1e-6
+    for p, g in zip(params, grads):
+        for k in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[k] += h
+                up = float(loss())
+                p.view(-1)[k] -= 2 * h
+                down = float(loss())
+                p.view(-1)[k] += h
+            assert float(g.view(-1)[k]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-7)
+
+
+def test_dense_solver_second_derivatives():
+    torch.manual_seed(0)
+    n = 4
+    m = torch.randn(n, n, dtype=torch.float64)
+    a = (m @ m.T + n * torch.eye(n, dtype=torch.float64)).requires_grad_(True)
+    chi = torch.randn(n, dtype=torch.float64, requires_grad=True)
+    groups = torch.tensor([0, 0, 1, 1])
+    totals = torch.tensor([0.5, -1.0], dtype=torch.float64)
+
+    def f(a, chi):
+        q, e = solve_qeq_dense(0.5 * (a + a.T), chi, groups, totals)
+        return q, e
+
+    assert torch.autograd.gradcheck(f, (a, chi))
+    assert torch.autograd.gradgradcheck(f, (a, chi))
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_input():
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=2)
+    with pytest.raises(ValueError, match="unknown solver"):
+        ChargeEquilibration(["Na", "Cl"], desc, solver="lu")
+    with pytest.raises(ValueError, match="no symmetry functions"):
+        ChargeEquilibration(["Na", "K"], desc)
+    with pytest.raises(ValueError, match="positive"):
+        ChargeEquilibration(["Na", "Cl"], desc, hardness=-1.0)
+    with pytest.raises(ValueError, match="hardness missing"):
+        ChargeEquilibration(["Na", "Cl"], desc, hardness={"Na": 1.0})
+    qeq = make_qeq()
+    atoms = Atoms("NaClNaCl", positions=[[0, 0, 0], [2.4, 0, 0], [0, 3, 0], [2.4, 3, 0]])
+    bad = hp.AtomicSystem.from_ase(atoms, fragments=[[0, 1], [2, 3]], fragment_charges=[1.0, 0.0])
+    with pytest.raises(ValueError, match="add up to 1 e but the total charge is 0"):
+        qeq(bad, graph_of(bad, qeq.cutoff))
+    unknown = hp.AtomicSystem.from_ase(Atoms("NaK", positions=[[0, 0, 0], [3, 0, 0]]))
+    with pytest.raises(ValueError):
+        qeq(unknown, graph_of(unknown, qeq.cutoff))
+
+
+def test_singular_and_nonconverging_systems():
+    a = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # singular
+    with pytest.raises(ValueError, match="singular"):
+        solve_qeq_dense(a, torch.tensor([0.1, -0.1], dtype=torch.float64), torch.tensor([0, 0]), torch.tensor([0.0], dtype=torch.float64))
+    groups = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="singular"):
+        projected_cg(lambda v: a @ v, torch.tensor([1.0, -1.0], dtype=torch.float64), groups, 1, torch.ones(2, dtype=torch.float64))
+    # a CG that cannot converge in the allowed iterations reports its residual
+    atoms = jittered_nacl(2, seed=1)
+    qeq = make_qeq(solver="matrix_free", cg_maxiter=2)
+    system = hp.AtomicSystem.from_ase(atoms)
+    with pytest.raises(QEqConvergenceError, match="relative residual"):
+        qeq(system, graph_of(system, qeq.cutoff))
