@@ -53,7 +53,7 @@ from ..descriptors import SymmetryFunction, SymmetryFunctions
 from ..model import HybridPotential
 from ..short_range import ShortRange
 
-__all__ = ["from_n2p2", "read_n2p2_settings", "N2P2Settings", "FILE_UNITS"]
+__all__ = ["from_n2p2", "read_n2p2_settings", "N2P2Settings", "N2P2Electrostatics", "FILE_UNITS"]
 
 #: Unit systems of n2p2 files: (length unit in Å, energy unit in eV).
 FILE_UNITS = {"bohr_hartree": (Bohr, Hartree), "angstrom_ev": (1.0, 1.0)}
@@ -212,8 +212,11 @@ def _read_scaling(path: Path, desc: SymmetryFunctions) -> torch.Tensor:
                 values += [0.0] * (4 - len(values))
             stats[:, e, f] = torch.tensor(values, dtype=torch.float64)
             k += 1
-    if k != len(rows):
-        raise ValueError(f"{path}: {len(rows)} rows, but the symmetry functions need {k}")
+    # n2p2 ignores rows beyond those of the symmetry functions (RuNNer files end with
+    # the energy range, two numbers): so do we, unless they look like more functions
+    for words in rows[k:]:
+        if len(words) >= 5:
+            raise ValueError(f"{path}: {len(rows)} rows, but the symmetry functions need {k}")
     return stats
 
 
@@ -230,36 +233,53 @@ def _topology(settings: N2P2Settings, suffix: str) -> Tuple[List[int], List[str]
 
 
 def _load_weights(path: Path, net: nn.Sequential, normalize_nodes: bool) -> None:
-    """Fill the linear layers of ``net`` from an n2p2 weights file."""
+    """Fill the linear layers of ``net`` from an n2p2 weights file.
+
+    n2p2 files (``value a index l_s n_s l_e n_e`` / ``value b index l_e n_e``) are placed by
+    their indices; files with one value per line (RuNNer style, as n2p2 reads them: first
+    column only) are read in n2p2's connection order: layer by layer, the weights (for
+    each neuron of the previous layer, all neurons of the layer), then the biases.
+    """
     linears = [m for m in net if isinstance(m, nn.Linear)]
     weights = [torch.full_like(m.weight, float("nan"), dtype=torch.float64) for m in linears]
     biases = [torch.full_like(m.bias, float("nan"), dtype=torch.float64) for m in linears]
-    count = 0
+    expected = sum(w.numel() + b.numel() for w, b in zip(weights, biases))
+    shape = [linears[0].in_features] + [m.out_features for m in linears]
+    rows = []
     for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
         words = raw.split("#")[0].split()
-        if not words:
-            continue
-        try:
-            value, kind = float(words[0]), words[1]
-            if kind == "a":
-                l_s, n_s, l_e, n_e = (int(w) for w in words[3:7])
-                if l_e != l_s + 1:
-                    raise ValueError("weight does not connect neighbouring layers")
-                weights[l_s][n_e - 1, n_s - 1] = value
-            elif kind == "b":
-                l_e, n_e = int(words[3]), int(words[4])
-                biases[l_e - 1][n_e - 1] = value
-            else:
-                raise ValueError(f"connection type {kind!r} (expected a or b)")
-        except (IndexError, ValueError) as err:
-            raise ValueError(f"{path}, line {lineno}: cannot read connection {raw.strip()!r}: {err}") from None
-        count += 1
-    expected = sum(w.numel() + b.numel() for w, b in zip(weights, biases))
-    if count != expected or any(bool(torch.isnan(t).any()) for t in weights + biases):
-        raise ValueError(
-            f"{path}: {count} connections read, the network {[linears[0].in_features] + [m.out_features for m in linears]} "
-            f"needs {expected} (one per weight and bias)"
-        )
+        if words:
+            rows.append((lineno, raw, words))
+    if rows and all(len(words) == 1 for _, _, words in rows):
+        if len(rows) != expected:
+            raise ValueError(f"{path}: {len(rows)} connections read, the network {shape} needs {expected} "
+                             "(one per weight and bias)")
+        values = iter(float(words[0]) for _, _, words in rows)
+        for w, b in zip(weights, biases):
+            for j in range(w.shape[1]):
+                for k in range(w.shape[0]):
+                    w[k, j] = next(values)
+            for k in range(b.shape[0]):
+                b[k] = next(values)
+    else:
+        for lineno, raw, words in rows:
+            try:
+                value, kind = float(words[0]), words[1]
+                if kind == "a":
+                    l_s, n_s, l_e, n_e = (int(w) for w in words[3:7])
+                    if l_e != l_s + 1:
+                        raise ValueError("weight does not connect neighbouring layers")
+                    weights[l_s][n_e - 1, n_s - 1] = value
+                elif kind == "b":
+                    l_e, n_e = int(words[3]), int(words[4])
+                    biases[l_e - 1][n_e - 1] = value
+                else:
+                    raise ValueError(f"connection type {kind!r} (expected a or b)")
+            except (IndexError, ValueError) as err:
+                raise ValueError(f"{path}, line {lineno}: cannot read connection {raw.strip()!r}: {err}") from None
+        if len(rows) != expected or any(bool(torch.isnan(t).any()) for t in weights + biases):
+            raise ValueError(f"{path}: {len(rows)} connections read, the network {shape} needs {expected} "
+                             "(one per weight and bias)")
     with torch.no_grad():
         for m, w, b in zip(linears, weights, biases):
             if normalize_nodes:  # n2p2: (sum_j w_ij x_j + b_i) / n_prev
@@ -290,6 +310,8 @@ def from_n2p2(
     units: str = "file",
     file_units: str = "bohr_hartree",
     dtype: torch.dtype = torch.float64,
+    accuracy: float = 1e-8,
+    overrides: Optional[Dict[str, str]] = None,
 ) -> HybridPotential:
     """Build a :class:`HybridPotential` equal to an n2p2 potential.
 
@@ -307,6 +329,14 @@ def from_n2p2(
         Cu2S_PBE uses Å and eV.
     dtype : torch.dtype
         Parameter dtype (float64 reproduces n2p2 to rounding).
+    accuracy : float
+        4G, periodic structures: relative accuracy of the Ewald/PME sums (n2p2's own
+        ``ewald_prec`` truncation is not reproduced; converged sums are used instead).
+    overrides : dict, optional
+        ``input.nn`` keywords to replace, e.g. ``{"global_nodes_short": "10 10"}`` where a
+        directory's settings and weight files disagree (n2p2 does not check the number of
+        weights; the Carbon_chain_4G example's short-range weights fit 10-10 hidden
+        layers, its input.nn says 15 15).
 
     Returns
     -------
@@ -323,9 +353,21 @@ def from_n2p2(
     length_unit, energy_unit = FILE_UNITS[key] if units == "ase" else (1.0, 1.0)
 
     settings = read_n2p2_settings(directory / "input.nn")
+    for keyword, value in (overrides or {}).items():
+        if keyword in ("symfunction_short", "symfunction"):
+            raise ValueError("symmetry functions cannot be overridden")
+        settings.keywords[keyword] = [str(value)]
     generation = int(settings.get("nnp_generation", "2"))
     if generation not in (2, 4):
         raise ValueError(f"{settings.path}: nnp_generation {generation} is not supported (2 or 4)")
+    if generation == 4 and units == "ase" and key == "bohr_hartree":
+        # atomic units have k_e = 1 Hartree Bohr / e^2; hybridpot's k_e (torch-pme) differs from
+        # ase's Hartree * Bohr by 8.8e-9 relative: take the energy unit from k_e so that the
+        # imported model is exactly n2p2's (energies then differ from a conversion with ase's
+        # Hartree by that factor)
+        from ..electrostatics import COULOMB_CONSTANT
+
+        energy_unit = COULOMB_CONSTANT / length_unit
     zs = _element_list(settings)
 
     norm_keys = [settings.has(k) for k in ("mean_energy", "conv_energy", "conv_length")]
@@ -360,9 +402,135 @@ def from_n2p2(
 
     charges = electrostatics = None
     if generation == 4:
-        from ._n2p2_4g import build_4g_terms
-
-        charges, electrostatics = build_4g_terms(settings, directory, desc, zs, length_unit, energy_unit,
-                                                 normalize_nodes)
+        if units != "ase":
+            raise ValueError(
+                "4G potentials are imported with units='ase' (hybridpot's electrostatics work in Å, eV and e); "
+                "give file_units for the files' units"
+            )
+        charges, electrostatics = _build_4g_terms(settings, directory, desc, zs, length_unit, energy_unit,
+                                                  normalize_nodes, accuracy)
     model = HybridPotential(short_range=short, charges=charges, electrostatics=electrostatics)
     return model.to(dtype)
+
+
+# ----------------------------------------------------------------------------- 4G terms
+def _screening_core(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """n2p2 core function ``c(x)`` of the screening, x in [0, 1] (1 at 0, 0 at 1)."""
+    if kind == "c":
+        return 0.5 * (torch.cos(math.pi * x) + 1.0)
+    from ..descriptors import compact_core
+
+    kinds = {"p1": 1, "p2": 2, "p3": 3, "p4": 4, "e": 0}
+    if kind not in kinds:
+        raise ValueError(f"unknown screening core function {kind!r} (c, p1, p2, p3, p4, e)")
+    return compact_core(x.clamp(0.0, 1.0 - 1e-300), kinds[kind])
+
+
+class N2P2Electrostatics(nn.Module):
+    """n2p2 4G electrostatic energy: Gaussian-charge Coulomb energy with n2p2's screening.
+
+    ``E_elec = sum_{i<j, images} k_e q_i q_j erf(r_ij/(sqrt(2) gamma_ij))/r_ij f_s(r_ij)`` with
+    ``f_s = 0`` below ``r_inner``, ``1`` above ``r_outer`` and ``1 - c(x)``,
+    ``x = (r - r_inner)/(r_outer - r_inner)``, in between; ``c`` is n2p2's core function named
+    by the optional third argument of ``screen_electrostatics`` (default ``c``: cosine,
+    ``(cos(pi x) + 1)/2``, as n2p2's Mode::setupElectrostatics). The unscreened energy comes
+    from :class:`~hybridpot.electrostatics.Electrostatics` (exact direct sum for finite
+    structures, Ewald/PME at ``accuracy`` for periodic ones); the screening correction
+    ``(f_s - 1) k_e q_i q_j erf(..)/r`` is summed over the pairs within ``r_outer``.
+
+    Parameters
+    ----------
+    screening : (float, float, str), optional
+        ``(r_inner, r_outer, core)`` in Å; None: no screening.
+    accuracy : float
+        Relative accuracy of periodic (Ewald/PME) energies.
+    """
+
+    def __init__(self, screening: Optional[Tuple[float, float, str]] = None, accuracy: float = 1e-8,
+                 real_space_cutoff: Optional[float] = None):
+        super().__init__()
+        from ..electrostatics import Electrostatics
+
+        self.base = Electrostatics(method="auto", accuracy=accuracy, real_space_cutoff=real_space_cutoff)
+        if screening is not None:
+            inner, outer, core = float(screening[0]), float(screening[1]), str(screening[2])
+            if not 0.0 <= inner < outer:
+                raise ValueError(f"screening needs 0 <= r_inner < r_outer, got {screening}")
+            _screening_core(torch.zeros(1, dtype=torch.float64), core)  # validate
+            screening = (inner, outer, core)
+        self.screening = screening
+
+    @property
+    def cutoff(self) -> float:
+        c = self.base.cutoff
+        if self.screening is not None:
+            c = max(c, self.screening[1])
+        return c
+
+    def screening_function(self, r: torch.Tensor) -> torch.Tensor:
+        inner, outer, core = self.screening
+        x = ((r - inner) / (outer - inner)).clamp(0.0, 1.0)
+        return 1.0 - _screening_core(x, core)
+
+    def forward(self, system, graph, charges: torch.Tensor, sigma: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-atom energies (eV), ``[N]``: pair energies split equally between the two atoms."""
+        energies = self.base(system, graph, charges, sigma)
+        if self.screening is None:
+            return energies
+        from ..electrostatics import COULOMB_CONSTANT, finite_pairs, gaussian_coulomb_kernel
+
+        outer = self.screening[1]
+        finite_atoms = ~system.periodic[system.batch]
+        i, j = finite_pairs(system.ptr, system.batch, finite_atoms)
+        r = (system.positions[j] - system.positions[i]).norm(dim=1)
+        close = torch.nonzero(r.detach() < outer).flatten()
+        i, j, r = i[close], j[close], r[close]
+        half = graph.within(outer).half()
+        keep = torch.nonzero(~finite_atoms[half.i]).flatten()
+        i, j = torch.cat([i, half.i[keep]]), torch.cat([j, half.j[keep]])
+        r = torch.cat([r, half.distances[keep]])
+        gamma = None if sigma is None else torch.sqrt(sigma[i] ** 2 + sigma[j] ** 2)
+        pair = COULOMB_CONSTANT * gaussian_coulomb_kernel(r, gamma) * (self.screening_function(r) - 1.0)
+        pair = pair * charges[i] * charges[j]
+        return energies.index_add(0, i, 0.5 * pair).index_add(0, j, 0.5 * pair)
+
+    def extra_repr(self) -> str:
+        return f"screening={self.screening}"
+
+
+def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunctions, zs: Sequence[int],
+                    length_unit: float, energy_unit: float, normalize_nodes: bool, accuracy: float):
+    from ..qeq import ChargeEquilibration
+
+    four_pi_eps = float(settings.get("four_pi_epsilon", "1.0"))
+    if four_pi_eps != 1.0:
+        raise ValueError(f"{settings.path}: four_pi_epsilon {four_pi_eps} is not supported (only 1.0, atomic units)")
+    widths = _per_element_values(settings, "fixed_gausswidth", zs)
+    missing = [chemical_symbols[z] for z in zs if z not in widths]
+    if missing:
+        raise ValueError(f"{settings.path}: fixed_gausswidth missing for element(s) {missing}")
+    hardness = {}
+    for z in zs:
+        path = directory / f"hardness.{z:03d}.data"
+        values = [float(w) for line in path.read_text().splitlines() for w in line.split("#")[0].split()]
+        if len(values) != 1:
+            raise ValueError(f"{path}: expected one hardness value, found {len(values)}")
+        if values[0] <= 0:
+            raise ValueError(f"{path}: hardness {values[0]} must be positive")
+        hardness[z] = values[0] * energy_unit  # (energy/e^2): charges are in e in both unit systems
+    nodes, hidden_acts, out_act = _topology(settings, "_electrostatic")
+    qeq = ChargeEquilibration(zs, desc, hidden=nodes, activation=hidden_acts, solver="dense",
+                              hardness=hardness, sigma={z: widths[z] * length_unit for z in zs}, learn_sigma=False,
+                              accuracy=accuracy)
+    qeq.nets = ElementNets(zs, qeq.nets.n_inputs, hidden=nodes, activation=hidden_acts, output_activation=out_act)
+    qeq = qeq.to(torch.float64)
+    for z in zs:
+        net = qeq.nets.nets[str(z)]
+        _load_weights(directory / f"weightse.{z:03d}.data", net, normalize_nodes)
+        net.append(_Scale(energy_unit))  # electronegativity, energy/e
+    screening = None
+    if settings.has("screen_electrostatics"):
+        words = settings.get("screen_electrostatics").split()
+        core = words[2] if len(words) > 2 else "c"
+        screening = (float(words[0]) * length_unit, float(words[1]) * length_unit, core)
+    return qeq, N2P2Electrostatics(screening=screening, accuracy=accuracy)
