@@ -16,6 +16,7 @@ from .neighbors import NeighborList, build_graph, compute_neighbors
 from .short_range import ShortRange
 from .system import AtomicSystem
 from .io import read_extxyz, read_input_data, read_structures, write_extxyz, write_input_data
+from .io.n2p2 import from_n2p2
 from .training import AtomsDataset, Trainer, TrainingConfig, evaluate_model, load_config
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "write_extxyz",
     "read_input_data",
     "write_input_data",
+    "from_n2p2",
     "AtomsDataset",
     "Trainer",
     "TrainingConfig",
