@@ -11,8 +11,10 @@ from .calculator import HybridCalculator
 from .cutoff import cutoff_function
 from .descriptors import SymmetryFunction, SymmetryFunctions
 from .dispersion import Dispersion
+from .electrostatics import Electrostatics
 from .model import HybridPotential, load, save
 from .neighbors import NeighborList, build_graph, compute_neighbors
+from .qeq import ChargeEquilibration, FixedCharges, QEqConvergenceError
 from .short_range import ShortRange
 from .system import AtomicSystem
 from .io import read_extxyz, read_input_data, read_structures, write_extxyz, write_input_data
@@ -30,6 +32,10 @@ __all__ = [
     "ElementNets",
     "ShortRange",
     "Dispersion",
+    "Electrostatics",
+    "ChargeEquilibration",
+    "FixedCharges",
+    "QEqConvergenceError",
     "HybridPotential",
     "HybridCalculator",
     "save",
