@@ -374,3 +374,45 @@ def test_4g_carbon_chain_close_to_dft(models):
     raw = [l.split() for l in (N2P2 / "Carbon_chain_4G" / "input.data").read_text().splitlines() if l.startswith("atom")]
     q_dft = np.array([float(w[5]) for w in raw])
     assert np.abs(out["charges"].numpy() - q_dft).max() < 0.02
+
+
+def small_water_box():
+    from ase.build import molecule
+
+    atoms = Atoms(cell=np.eye(3) * 6.4, pbc=True)
+    rng = np.random.default_rng(3)
+    for corner in np.ndindex(2, 2, 2):
+        m = molecule("H2O")
+        m.rotate(rng.uniform(0, 360), rng.normal(size=3))
+        m.translate(np.array(corner) * 3.2 + 1.2)
+        atoms += m
+    return atoms
+
+
+def test_4g_periodic_water_forces_stress_and_neutrality(models):
+    """H2O_RPBE-D3_4G on a small periodic box: Ewald QEq, screening, forces and stress by autograd."""
+    model = model_of(models, "H2O_RPBE-D3_4G", units="ase", accuracy=1e-7)
+    atoms = small_water_box()
+    out = model(hp.AtomicSystem.from_ase(atoms))
+    q = out["charges"].numpy()
+    assert abs(q.sum()) < 1e-12
+    assert np.all(q[atoms.numbers == 8] < -0.1) and np.all(q[atoms.numbers == 1] > 0.05)  # water-like charges
+    forces = out["forces"].numpy()
+    h = 1e-4
+    for i, a in ((4, 2),):
+        e = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[i, a] += sign * h
+            e.append(float(model(hp.AtomicSystem.from_ase(moved), compute_forces=False)["energy"][0]))
+        fd = -(e[0] - e[1]) / (2 * h)
+        assert abs(fd - forces[i, a]) <= 1e-5 * max(abs(forces[i, a]), 1.0), (i, a, fd, forces[i, a])
+    # stress: derivative with respect to a homogeneous strain
+    eps = 1e-5
+    e = []
+    for sign in (1.0, -1.0):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps * np.diag([1.0, 0.0, 0.0])), scale_atoms=True)
+        e.append(float(model(hp.AtomicSystem.from_ase(strained), compute_forces=False)["energy"][0]))
+    fd_stress = (e[0] - e[1]) / (2 * eps) / atoms.get_volume()
+    assert abs(fd_stress - float(out["stress"][0, 0, 0])) <= 1e-5 * max(abs(fd_stress), 1e-2)
