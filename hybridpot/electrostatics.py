@@ -52,6 +52,7 @@ cells shorter than ``r_outer`` and is not reproduced: each pair is counted once.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -144,6 +145,13 @@ def direct_coulomb_matrix(positions: torch.Tensor, sigma: Optional[torch.Tensor]
 
 
 # ---------------------------------------------------------------------------- periodic systems
+def _csr(indices: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
+    """A sparse CSR matrix (duplicates summed) from COO indices, without torch's beta warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_coo_tensor(indices, values, size, check_invariants=False).coalesce().to_sparse_csr()
+
+
 def _fft_size(n: int) -> int:
     """Smallest ``m >= n`` of the form ``2^a 3^b 5^c``."""
     m = max(int(n), 1)
@@ -294,6 +302,8 @@ class PeriodicCoulomb:
             out = out + self.cos.T @ (self.g.unsqueeze(1) * (self.cos @ vv))
             out = out + self.sin.T @ (self.g.unsqueeze(1) * (self.sin @ vv))
             out = out - self.self_term * vv - self.background * vv.sum(dim=0, keepdim=True)
+        elif not torch.is_grad_enabled() and vv.device.type == "cpu":
+            out = out + self._pme_kspace_nograd(vv)
         else:
             # self term, background and (3D: zero) slab correction are included by torch-pme
             out = out + 2.0 * self.calculator._compute_kspace(vv, self.cell, self.positions)
@@ -304,8 +314,48 @@ class PeriodicCoulomb:
             out = out + factor * (s2 * vv.sum(dim=0, keepdim=True) + (s2 * vv).sum(dim=0, keepdim=True))
         return out.squeeze(1) if squeeze else out
 
+    def _pme_kspace_nograd(self, v: torch.Tensor) -> torch.Tensor:
+        """torch-pme's PME k-space potential (full, not halved) with the charge spreading and
+        interpolation as cached sparse matrices; for products without autograd (CG).
+
+        Same arithmetic as ``PMECalculator._compute_kspace`` for a 3D-periodic cell:
+        spread, k-space filter, interpolate / V, minus the self term and the background.
+        """
+        mi = self.calculator.mesh_interpolator
+        nx, ny, nz = self.mesh_shape
+        if getattr(self, "_spread", None) is None:
+            w = (
+                mi.interpolation_weights[mi.x_shifts, :, 0]
+                * mi.interpolation_weights[mi.y_shifts, :, 1]
+                * mi.interpolation_weights[mi.z_shifts, :, 2]
+            ).detach()  # [nodes^3, n]
+            flat = ((mi.x_indices * ny + mi.y_indices) * nz + mi.z_indices).flatten()
+            n = w.shape[1]
+            cols = torch.arange(n, device=w.device).expand_as(w).flatten()
+            size = nx * ny * nz
+            self._spread = (flat, cols, w.flatten())
+            self._gather = _csr(torch.stack([cols, flat]), w.flatten(), (n, size))
+        channels = v.shape[1]
+        flat, cols, weights = self._spread
+        rho = v.new_zeros(nx * ny * nz, channels).index_add_(0, flat, weights.unsqueeze(1) * v[cols])
+        rho = rho.T.reshape(channels, nx, ny, nz)
+        phi = self.calculator.kspace_filter.forward(rho).reshape(channels, -1).T
+        out = (self._gather @ phi.contiguous()) / self.volume
+        return out - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
+
     def _pair_apply(self, kernel: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j K_ij v_j`` for a symmetric pair kernel given on the half list."""
+        """``sum_j K_ij v_j`` for a symmetric pair kernel given on the half list.
+
+        Without autograd (e.g. inside CG iterations) a cached sparse CSR matrix is used.
+        """
+        if not torch.is_grad_enabled() and kernel is self.real_kernel and v.device.type == "cpu":
+            if getattr(self, "_csr", None) is None:
+                n = self.positions.shape[0]
+                rows = torch.cat([self.pair_i, self.pair_j])
+                cols = torch.cat([self.pair_j, self.pair_i])
+                vals = torch.cat([kernel, kernel]).detach()
+                self._csr = _csr(torch.stack([rows, cols]), vals, (n, n))
+            return self._csr @ v
         out = torch.zeros_like(v)
         out = out.index_add(0, self.pair_i, kernel.unsqueeze(1) * v[self.pair_j])
         out = out.index_add(0, self.pair_j, kernel.unsqueeze(1) * v[self.pair_i])

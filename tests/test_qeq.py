@@ -125,7 +125,7 @@ def test_dense_qeq_batch_equals_separate():
     qeq = make_qeq()
     batch = hp.AtomicSystem.from_ase(mols)
     q_batch, _ = qeq(batch, graph_of(batch, qeq.cutoff))
-    e_batch = qeq.last_energy.clone()
+    e_batch = qeq.last_energy.detach().clone()
     for k, m in enumerate(mols):
         s = hp.AtomicSystem.from_ase(m)
         q, _ = qeq(s, graph_of(s, qeq.cutoff))
