@@ -19,6 +19,8 @@ types 5-8), ``p1a``-``p4a`` (the same of ``(2 - x) x``, radial parts only) or ``
   ``(angle_left, angle_right)`` (degrees in the file, radians inside), same core, never asymmetric;
   exactly collinear triplets (``|cos theta| = 1``) contribute 0, as in n2p2.
 * 22, angular wide: as type 21 without the ``c_r(r_jk)`` factor.
+* 23, 24, 25: element-weighted versions of 20, 21, 22: all neighbours (no element
+  selection), each term weighted by ``Z_j`` (radial) or ``Z_j Z_k`` (angular).
 
 Each function is written as an n2p2 ``symfunction_short`` line::
 
@@ -28,6 +30,9 @@ Each function is written as an n2p2 ``symfunction_short`` line::
     symfunction_short <center> 20 <e1> <r_left> <r_cut> <subtype>
     symfunction_short <center> 21 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
     symfunction_short <center> 22 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
+    symfunction_short <center> 23 <r_left> <r_cut> <subtype>
+    symfunction_short <center> 24 <r_left> <r_cut> <angle_left> <angle_right> <subtype>
+    symfunction_short <center> 25 <r_left> <r_cut> <angle_left> <angle_right> <subtype>
 
 Evaluation is vectorised: pair terms for every distinct parameter set are accumulated
 with ``index_add`` into per-(atom, neighbour element) channels, triplet terms into
@@ -51,10 +56,11 @@ from .neighbors import Graph
 
 __all__ = ["SymmetryFunction", "SymmetryFunctions", "triplet_indices", "element_number", "compact_core"]
 
-RADIAL_TYPES = (2, 20)
-ANGULAR_TYPES = (3, 9, 21, 22)
-COMPACT_TYPES = (20, 21, 22)
-SUPPORTED_TYPES = "2, 3, 9, 20, 21, 22"
+RADIAL_TYPES = (2, 20, 23)
+ANGULAR_TYPES = (3, 9, 21, 22, 24, 25)
+COMPACT_TYPES = (20, 21, 22, 23, 24, 25)
+WEIGHTED_TYPES = (23, 24, 25)
+SUPPORTED_TYPES = "2, 3, 9, 20, 21, 22, 23, 24, 25"
 #: compact core kinds: 1-4 polynomials p1-p4, 0 exponential ``e``
 _COMPACT_KINDS = {"p1": 1, "p2": 2, "p3": 3, "p4": 4}
 
@@ -172,7 +178,7 @@ class SymmetryFunction:
     def __post_init__(self):
         if self.type not in RADIAL_TYPES + ANGULAR_TYPES:
             raise ValueError(f"symmetry function type {self.type} is not supported (supported: {SUPPORTED_TYPES})")
-        n_expected = 1 if self.type in RADIAL_TYPES else 2
+        n_expected = 0 if self.type in WEIGHTED_TYPES else (1 if self.type in RADIAL_TYPES else 2)
         if len(self.neighbors) != n_expected:
             raise ValueError(f"type {self.type} needs {n_expected} neighbour element(s), got {self.neighbors}")
         if self.r_cut <= 0:
@@ -203,6 +209,11 @@ class SymmetryFunction:
         return self.type in RADIAL_TYPES
 
     @property
+    def is_weighted(self) -> bool:
+        """Element-weighted compact function (types 23-25): neighbours weighted by atomic number."""
+        return self.type in WEIGHTED_TYPES
+
+    @property
     def is_compact(self) -> bool:
         """Polynomial (compact-support) function, n2p2 types 20-22."""
         return self.type in COMPACT_TYPES
@@ -215,6 +226,10 @@ class SymmetryFunction:
         rows and network inputs follow this order. (Cutoff type and alpha are shared by
         all functions here, so they do not change the order.)
         """
+        if self.type == 23:
+            return (self.center, self.type, self.subtype, self.r_cut, self.r_left)
+        if self.type in (24, 25):
+            return (self.center, self.type, self.subtype, self.r_cut, self.r_left, self.angle_left, self.angle_right)
         if self.type in (20,):
             return (self.center, self.type, self.subtype, self.neighbors[0], self.r_cut, self.r_left)
         if self.type in (21, 22):
@@ -250,6 +265,13 @@ class SymmetryFunction:
             if ftype == 20:
                 e1, rl, rc, sub = words[2], float(words[3]), float(words[4]), words[5]
                 return cls(center, 20, (element_number(e1),), 0.0, rc * length_unit, r_left=rl * length_unit, subtype=sub)
+            if ftype == 23:
+                rl, rc, sub = float(words[2]), float(words[3]), words[4]
+                return cls(center, 23, (), 0.0, rc * length_unit, r_left=rl * length_unit, subtype=sub)
+            if ftype in (24, 25):
+                rl, rc, al, ar = (float(w) for w in words[2:6])
+                return cls(center, ftype, (), 0.0, rc * length_unit, r_left=rl * length_unit, angle_left=al,
+                           angle_right=ar, subtype=words[6])
             if ftype in (21, 22):
                 e1, e2 = element_number(words[2]), element_number(words[3])
                 rl, rc, al, ar = (float(w) for w in words[4:8])
@@ -268,6 +290,11 @@ class SymmetryFunction:
         c = chemical_symbols[self.center]
         eta = self.eta * length_unit**2
         rc, rs = self.r_cut / length_unit, self.r_shift / length_unit
+        if self.type == 23:
+            return f"symfunction_short {c} 23 {self.r_left / length_unit!r} {rc!r} {self.subtype}"
+        if self.type in (24, 25):
+            return (f"symfunction_short {c} {self.type} {self.r_left / length_unit!r} {rc!r} {self.angle_left!r} "
+                    f"{self.angle_right!r} {self.subtype}")
         if self.type == 20:
             rl = self.r_left / length_unit
             return f"symfunction_short {c} 20 {chemical_symbols[self.neighbors[0]]} {rl!r} {rc!r} {self.subtype}"
@@ -380,15 +407,15 @@ class SymmetryFunctions(nn.Module):
         self.n_pair_channels = n_pairs
 
         # distinct parameter sets (Gaussian radial/angular, compact radial/angular)
-        radial_sets, angular_sets, cradial_sets, cangular_sets = [], [], [], []
+        radial_sets, angular_sets, cradial_sets, cangular_sets, wradial_sets, wangular_sets = [], [], [], [], [], []
 
         def set_key(f: SymmetryFunction):
             if f.is_compact:
                 kind, asym = _parse_subtype(f.subtype)
                 if f.is_radial:
-                    return cradial_sets, (f.r_left, f.r_cut, float(kind), float(asym))
-                return cangular_sets, (float(f.type == 22), f.r_left, f.r_cut, f.angle_left, f.angle_right, float(kind),
-                                       float(asym))
+                    return (wradial_sets if f.is_weighted else cradial_sets), (f.r_left, f.r_cut, float(kind), float(asym))
+                return (wangular_sets if f.is_weighted else cangular_sets), (
+                    float(f.type in (22, 25)), f.r_left, f.r_cut, f.angle_left, f.angle_right, float(kind), float(asym))
             if f.is_radial:
                 return radial_sets, (f.eta, f.r_shift, f.r_cut)
             return angular_sets, (float(f.type == 9), f.eta, f.r_shift, f.r_cut, f.lam, f.zeta)
@@ -399,22 +426,28 @@ class SymmetryFunctions(nn.Module):
                 sets.append(key)
         self.n_radial_sets, self.n_angular_sets = len(radial_sets), len(angular_sets)
         self.n_cradial_sets, self.n_cangular_sets = len(cradial_sets), len(cangular_sets)
+        self.n_wradial_sets, self.n_wangular_sets = len(wradial_sets), len(wangular_sets)
         self._cradial_kinds = sorted({int(k[2]) for k in cradial_sets})
         self._cangular_kinds = sorted({int(k[5]) for k in cangular_sets})
+        self._wradial_kinds = sorted({int(k[2]) for k in wradial_sets})
+        self._wangular_kinds = sorted({int(k[5]) for k in wangular_sets})
         as_buffer = lambda sets, width: torch.tensor(sets, dtype=torch.float64).reshape(-1, width)
         self.register_buffer("radial_params", as_buffer(radial_sets, 3), persistent=False)
         self.register_buffer("angular_params", as_buffer(angular_sets, 6), persistent=False)
         self.register_buffer("cradial_params", as_buffer(cradial_sets, 4), persistent=False)
         self.register_buffer("cangular_params", as_buffer(cangular_sets, 7), persistent=False)
-        self.radial_cutoff = max([k[2] for k in radial_sets] + [k[1] for k in cradial_sets], default=0.0)
-        self.angular_cutoff = max([k[3] for k in angular_sets] + [k[2] for k in cangular_sets], default=0.0)
+        self.register_buffer("wradial_params", as_buffer(wradial_sets, 4), persistent=False)
+        self.register_buffer("wangular_params", as_buffer(wangular_sets, 7), persistent=False)
+        self.radial_cutoff = max([k[2] for k in radial_sets] + [k[1] for k in cradial_sets + wradial_sets], default=0.0)
+        self.angular_cutoff = max([k[3] for k in angular_sets] + [k[2] for k in cangular_sets + wangular_sets],
+                                  default=0.0)
         self.cutoff = max(self.radial_cutoff, self.angular_cutoff)
 
         # gather table: element slot x feature -> column of the flat channel buffer
         # layout: [Gaussian radial | Gaussian angular | compact radial | compact angular | zero]
         offsets = [0]
         for width in (n_el * self.n_radial_sets, n_pairs * self.n_angular_sets, n_el * self.n_cradial_sets,
-                      n_pairs * self.n_cangular_sets):
+                      n_pairs * self.n_cangular_sets, self.n_wradial_sets, self.n_wangular_sets):
             offsets.append(offsets[-1] + width)
         zero_col = offsets[-1]
         per_element = [[f for f in self.functions if f.center == z] for z in self.elements]
@@ -424,8 +457,11 @@ class SymmetryFunctions(nn.Module):
         for e, fs in enumerate(per_element):
             for k, f in enumerate(fs):
                 sets, key = set_key(f)
-                block = [radial_sets, angular_sets, cradial_sets, cangular_sets].index(sets)
-                if f.is_radial:
+                block = [id(x) for x in (radial_sets, angular_sets, cradial_sets, cangular_sets, wradial_sets,
+                                         wangular_sets)].index(id(sets))
+                if f.is_weighted:
+                    channel = 0
+                elif f.is_radial:
                     channel = slot[f.neighbors[0]]
                 else:
                     channel = int(pair_slot[slot[f.neighbors[0]], slot[f.neighbors[1]]])
@@ -553,6 +589,12 @@ class SymmetryFunctions(nn.Module):
             columns.append(self._compact_radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype))
         if self.n_cangular_sets:
             columns.append(self._compact_angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype))
+        if self.n_wradial_sets:
+            columns.append(self._compact_radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype,
+                                                weighted=True, numbers=numbers))
+        if self.n_wangular_sets:
+            columns.append(self._compact_angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype,
+                                                 weighted=True, numbers=numbers))
         columns.append(torch.zeros(n_atoms, 1, dtype=dtype, device=numbers.device))
         flat = torch.cat(columns, dim=1)
         features = torch.gather(flat, 1, self.gather_table[slots])
@@ -612,24 +654,31 @@ class SymmetryFunctions(nn.Module):
         out = out.index_add(0, channel, values)
         return out.reshape(n_atoms, self.n_pair_channels * self.n_angular_sets)
 
-    def _compact_radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
-        params = self.cradial_params.to(dtype)
+    def _compact_radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype, weighted: bool = False,
+                        numbers: Optional[torch.Tensor] = None) -> torch.Tensor:
+        params = (self.wradial_params if weighted else self.cradial_params).to(dtype)
+        kinds = self._wradial_kinds if weighted else self._cradial_kinds
         rl, rc, kind, asym = params[:, 0], params[:, 1], params[:, 2].round().long(), params[:, 3] > 0.5
         r = graph.distances.unsqueeze(1)  # [M, 1]
-        values = _compact(r, rl, rc, kind, asym, kinds=self._cradial_kinds)
-        channel = graph.i * n_el + slots[graph.j]
-        out = torch.zeros(n_atoms * n_el, self.n_cradial_sets, dtype=dtype, device=values.device)
+        values = _compact(r, rl, rc, kind, asym, kinds=kinds)
+        if weighted:  # n2p2 types 23: every neighbour, weighted by its atomic number
+            values = values * numbers[graph.j].to(dtype).unsqueeze(1)
+            n_el, channel = 1, graph.i
+        else:
+            channel = graph.i * n_el + slots[graph.j]
+        out = torch.zeros(n_atoms * n_el, params.shape[0], dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
-        return out.reshape(n_atoms, n_el * self.n_cradial_sets)
+        return out.reshape(n_atoms, n_el * params.shape[0])
 
-    def _compact_angular(self, slots, graph: Graph, n_atoms: int, dtype) -> torch.Tensor:
+    def _compact_angular(self, slots, graph: Graph, n_atoms: int, dtype, weighted: bool = False,
+                         numbers: Optional[torch.Tensor] = None) -> torch.Tensor:
         order = torch.argsort(graph.i, stable=True)
         centers = graph.i[order]
         vectors = graph.vectors[order]
         distances = graph.distances[order]
         neighbor_slot = slots[graph.j[order]]
         p, q = triplet_indices(centers, n_atoms)
-        params = self.cangular_params.to(dtype)
+        params = (self.wangular_params if weighted else self.cangular_params).to(dtype)
         wide, rl, rc = params[:, 0] > 0.5, params[:, 1], params[:, 2]
         kind, asym = params[:, 5].round().long(), params[:, 6] > 0.5
         # angle support in radians, computed as n2p2 does (degrees * pi / 180)
@@ -642,7 +691,7 @@ class SymmetryFunctions(nn.Module):
         proper = cos.abs() < 1.0
         theta = torch.acos(torch.where(proper, cos, torch.zeros_like(cos)))
         in_angle = proper & (theta >= a_left) & (theta <= a_right)
-        kinds = self._cangular_kinds
+        kinds = self._wangular_kinds if weighted else self._cangular_kinds
         ang = _compact(theta, a_left, a_right, kind, False, inclusive=True, kinds=kinds)
         radial = _compact(r_ij, rl, rc, kind, asym, kinds=kinds) * _compact(r_ik, rl, rc, kind, asym, kinds=kinds)
         if not bool(wide.all()):
@@ -650,11 +699,16 @@ class SymmetryFunctions(nn.Module):
             narrow = _compact(r_jk, rl, rc, kind, asym, kinds=kinds) * ((r_jk > rl_jk) & (r_jk < rc)).to(dtype)
             radial = torch.where(wide, radial, radial * narrow)
         values = torch.where(in_angle, ang * radial, torch.zeros_like(radial))
-        pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
-        channel = centers[p] * self.n_pair_channels + pair_channel
-        out = torch.zeros(n_atoms * self.n_pair_channels, self.n_cangular_sets, dtype=dtype, device=values.device)
+        if weighted:  # n2p2 types 24, 25: all neighbour pairs, weighted by Z_j Z_k
+            z = numbers[graph.j[order]].to(dtype)
+            values = values * (z[p] * z[q]).unsqueeze(1)
+            n_channels, channel = 1, centers[p]
+        else:
+            n_channels = self.n_pair_channels
+            channel = centers[p] * n_channels + self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
+        out = torch.zeros(n_atoms * n_channels, params.shape[0], dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
-        return out.reshape(n_atoms, self.n_pair_channels * self.n_cangular_sets)
+        return out.reshape(n_atoms, n_channels * params.shape[0])
 
     # ------------------------------------------------------------------ scaling
     def set_scaling(self, mode: str, g_min, g_max, g_mean, g_sigma, s_min: float = 0.0, s_max: float = 1.0) -> None:

@@ -67,22 +67,25 @@ def ref_function(atoms, i, f: SymmetryFunction):
     nb = ref_neighbors(atoms, i, f.r_cut)
     rl, rc = f.r_left, f.r_cut
     total = 0.0
-    if f.type == 20:
+    if f.type in (20, 23):
         for j, rj in nb:
             r = np.linalg.norm(rj - ri)
-            if z[j] == f.neighbors[0] and rl < r < rc:
+            if f.type == 20 and z[j] == f.neighbors[0] and rl < r < rc:
                 total += ref_compact(r, rl, rc, f.subtype)
+            elif f.type == 23 and rl < r < rc:
+                total += z[j] * ref_compact(r, rl, rc, f.subtype)
         return total
     al, ar = math.radians(f.angle_left), math.radians(f.angle_right)
     for a in range(len(nb)):
         for b in range(a + 1, len(nb)):
             (j, rj), (k, rk) = nb[a], nb[b]
-            if sorted((z[j], z[k])) != sorted(f.neighbors):
+            weight = z[j] * z[k] if f.type in (24, 25) else 1.0
+            if f.type in (21, 22) and sorted((z[j], z[k])) != sorted(f.neighbors):
                 continue
             dij, dik, djk = np.linalg.norm(rj - ri), np.linalg.norm(rk - ri), np.linalg.norm(rk - rj)
             if not (rl < dij < rc and rl < dik < rc):
                 continue
-            if f.type == 21 and not (max(rl, 0.0) < djk < rc):
+            if f.type in (21, 24) and not (max(rl, 0.0) < djk < rc):
                 continue
             cos = (rj - ri) @ (rk - ri) / (dij * dik)
             if abs(cos) >= 1.0:
@@ -91,9 +94,9 @@ def ref_function(atoms, i, f: SymmetryFunction):
             if not al <= theta <= ar:
                 continue
             rad = ref_compact(dij, rl, rc, f.subtype) * ref_compact(dik, rl, rc, f.subtype)
-            if f.type == 21:
+            if f.type in (21, 24):
                 rad *= ref_compact(djk, rl, rc, f.subtype)
-            total += rad * ref_compact(theta, al, ar, f.subtype, angular=True)
+            total += weight * rad * ref_compact(theta, al, ar, f.subtype, angular=True)
     return total
 
 
@@ -111,6 +114,10 @@ def polynomial_functions():
             SymmetryFunction(c, 22, (cl, na), 0.0, 4.4, r_left=-4.4, angle_left=-60.0, angle_right=60.0, subtype="p2"),
             SymmetryFunction(c, 22, (na, na), 0.0, 4.6, r_left=1.0, angle_left=90.0, angle_right=270.0, subtype="p3a"),
             SymmetryFunction(c, 22, (cl, o), 0.0, 3.8, r_left=0.0, angle_left=30.0, angle_right=120.0, subtype="e"),
+            SymmetryFunction(c, 23, (), 0.0, 4.1, r_left=-4.1, subtype="p2"),
+            SymmetryFunction(c, 23, (), 0.0, 4.5, r_left=1.5, subtype="p3a"),
+            SymmetryFunction(c, 24, (), 0.0, 4.4, r_left=-4.4, angle_left=0.0, angle_right=180.0, subtype="p2"),
+            SymmetryFunction(c, 25, (), 0.0, 4.2, r_left=0.5, angle_left=30.0, angle_right=150.0, subtype="e"),
             # a Gaussian function mixed in: both kinds share one descriptor
             SymmetryFunction(c, 9, (na, o), 0.04, 4.4, 0.0, -1.0, 2.0),
         ]
@@ -176,6 +183,13 @@ def test_forces_match_finite_differences():
     atoms = random_periodic(8, seed=5)
     functions = polynomial_functions()
     desc = hp.SymmetryFunctions(functions, cutoff_type=6)
+    system0 = hp.AtomicSystem.from_ase(atoms)
+    raw = desc(system0.numbers, build_graph(system0, compute_neighbors(system0, desc.cutoff)), scaled=False)
+    # weighted functions are large: divide each feature by its largest value (no tiny ranges)
+    g_max = torch.ones(len(desc.elements), desc.max_features, dtype=torch.float64)
+    for e in range(len(desc.elements)):
+        g_max[e] = raw[desc.slots(system0.numbers) == e].abs().max(0).values.clamp_min(1e-3)
+    desc.set_scaling("scale", torch.zeros_like(g_max), g_max, g_max, g_max, s_min=0.0, s_max=1.0)
     torch.manual_seed(0)
     short = hp.ShortRange(["Na", "Cl", "O"], desc, hidden=(8,), activation="tanh")
     model = hp.HybridPotential(short_range=short).double()
@@ -201,6 +215,9 @@ def test_line_round_trip_and_validation():
         "symfunction_short C 21 N H 0.0 6.0 -180.0 180.0 p3",
         "symfunction_short C 22 H H 3.0 9.0 60.0 120.0 p2a",
         "symfunction_short N 20 C 0.0 6.0 e",
+        "symfunction_short N 23 -6.0 6.0 p2",
+        "symfunction_short N 24 0.0 6.0 0.0 180.0 p4",
+        "symfunction_short H 25 1.0 7.0 -90.0 90.0 p1",
     ]
     for line in lines:
         f = SymmetryFunction.from_n2p2(line)
@@ -215,7 +232,7 @@ def test_line_round_trip_and_validation():
     with pytest.raises(ValueError, match="angle"):
         SymmetryFunction.from_n2p2("symfunction_short C 22 H H 0.0 6.0 120.0 60.0 p2")
     with pytest.raises(ValueError, match="not supported"):
-        SymmetryFunction.from_n2p2("symfunction_short C 24 H H 0.0 6.0 0.0 180.0 p2")
+        SymmetryFunction.from_n2p2("symfunction_short C 13 H H 0.1 1 1 6.0 0.0")
 
 
 def test_n2p2_sort_key_orders_like_n2p2():
