@@ -482,7 +482,10 @@ class SymmetryFunctions(nn.Module):
     @classmethod
     def from_n2p2(cls, lines: str | Iterable[str], cutoff_type: int | str = 2, cutoff_alpha: float = 0.0,
                   length_unit: float = 1.0, elements=None) -> "SymmetryFunctions":
-        """Build from n2p2 ``symfunction_short`` lines (other lines are ignored).
+        """Build from n2p2 ``symfunction_short`` (or ``symfunction``) lines (other lines are ignored).
+
+        The functions keep the order of the lines; :func:`hybridpot.from_n2p2` sorts them
+        as n2p2 does (:meth:`SymmetryFunction.n2p2_sort_key`) to match n2p2's weights.
 
         ``lines`` may be one string (e.g. an ``input.nn`` text) or an iterable of lines.
         A ``cutoff_type`` line among them overrides the arguments.
@@ -494,8 +497,9 @@ class SymmetryFunctions(nn.Module):
             words = line.split("#")[0].split()
             if not words:
                 continue
-            if words[0] == "symfunction_short":
-                functions.append(SymmetryFunction.from_n2p2(line, length_unit=length_unit))
+            if words[0] in ("symfunction_short", "symfunction"):
+                functions.append(SymmetryFunction.from_n2p2(" ".join(["symfunction_short"] + words[1:]),
+                                                            length_unit=length_unit))
             elif words[0] == "cutoff_type":
                 cutoff_type = int(words[1])
                 cutoff_alpha = float(words[2]) if len(words) > 2 else 0.0
