@@ -232,6 +232,11 @@ class _MatrixFreeQEq(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_q):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the matrix-free QEq solver provides first derivatives only (forces, stress, parameter "
+                "gradients of energies); use solver='dense' to train on forces (create_graph=True)"
+            )
         setup = ctx.setup
         chi, diag, positions, cell, distances, sigma, q = ctx.saved_tensors
         with torch.no_grad():
@@ -285,7 +290,8 @@ class ChargeEquilibration(nn.Module):
         Electronegativity network shape (one network per element, linear output, eV/e).
     solver : {"auto", "dense", "matrix_free"}
     cg_tol, cg_maxiter
-        Relative residual tolerance and iteration limit of the matrix-free solver.
+        Relative residual tolerance and iteration limit of the matrix-free solver (the
+        tolerance is raised to ``50 eps`` of the dtype, e.g. 6e-6 in float32).
     hardness : float or dict
         Initial hardness ``J_Z`` (eV/e^2), learnable (softplus parametrisation, always > 0).
     sigma : float or dict
@@ -404,8 +410,10 @@ class ChargeEquilibration(nn.Module):
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
                 op, _, _ = periodic_operator(system, graph, sigma, s, self.params, self.periodic_method)
+                # the relative residual cannot go below the rounding level of the dtype
+                tol = max(self.cg_tol, 50.0 * torch.finfo(dtype).eps)
                 setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local, t_local,
-                                         self.cg_tol, self.cg_maxiter)
+                                         tol, self.cg_maxiter)
                 q = _MatrixFreeQEq.apply(setup, chi[a:b], diag[a:b], op.positions, op.cell, op.distances, op.sigma)
                 self._iteration_logs.append(setup.iterations)
                 aq = op.matvec(q) + diag[a:b] * q

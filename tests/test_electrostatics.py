@@ -21,6 +21,9 @@ from hybridpot.electrostatics import (
 from hybridpot.neighbors import build_graph, compute_neighbors
 from hybridpot.qeq import FixedCharges
 
+# float() of results that carry autograd graphs is intended in these checks
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")
+
 KE = 14.399645478425667  # eV Å / e^2, CODATA-based value used by ASE and torch-pme
 MADELUNG_NACL = 1.747564594633182  # rock salt, per ion pair, nearest-neighbour distance
 

@@ -19,6 +19,9 @@ from hybridpot.qeq import (
     solve_qeq_dense,
 )
 
+# float() of results that carry autograd graphs is intended in these checks
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")
+
 KE = 14.399645478425667
 
 
@@ -147,7 +150,7 @@ def test_qeq_energy_is_stationary():
     elec = Electrostatics()
     diag = qeq.hardness[qeq.element_index[system.numbers]] + KE / (sigma * math.sqrt(math.pi))
     energy = (chi * qv).sum() + 0.5 * (diag * qv * qv).sum() + elec(system, graph, qv, sigma).sum()
-    assert float(energy) == pytest.approx(float(qeq.last_energy[0]), rel=1e-12)
+    assert float(energy.detach()) == pytest.approx(float(qeq.last_energy.detach()[0]), rel=1e-12)
     (grad,) = torch.autograd.grad(energy, qv)
     assert float(grad.max() - grad.min()) < 1e-10
 
@@ -387,3 +390,20 @@ def test_singular_and_nonconverging_systems():
     system = hp.AtomicSystem.from_ase(atoms)
     with pytest.raises(QEqConvergenceError, match="relative residual"):
         qeq(system, graph_of(system, qeq.cutoff))
+
+
+def test_float32_and_matrix_free_first_order_only():
+    atoms = jittered_nacl(2, seed=2)
+    system64 = hp.AtomicSystem.from_ase(atoms)
+    q64, _ = make_qeq(solver="dense")(system64, graph_of(system64, 10.0))
+    for solver in ("dense", "matrix_free"):
+        qeq = make_qeq(solver=solver).float()
+        system = hp.AtomicSystem.from_ase(atoms, dtype=torch.float32)
+        q, sigma = qeq(system, graph_of(system, qeq.cutoff))
+        assert q.dtype == torch.float32 and sigma.dtype == torch.float32
+        assert torch.allclose(q.double(), q64, atol=2e-5)
+    # training on forces needs second derivatives: the matrix-free solver refuses clearly
+    qeq = make_qeq(solver="matrix_free")
+    model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics())
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        model(system64, create_graph=True, compute_stress=False)
