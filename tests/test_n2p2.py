@@ -93,8 +93,9 @@ def test_2g_energy_and_forces_match_n2p2(models, name):
         np.testing.assert_allclose(out["forces"].numpy()[: len(ref)], ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_2g_water_energy_matches_n2p2(models):
-    """1080 atoms, 12 Bohr cutoff: energy only here (forces in the slow test)."""
+    """1080 atoms, 12 Bohr cutoff: 15-40 s on 2 cores, so marked slow (also in validation/n2p2_compat.py)."""
     model = model_of(models, "H2O_RPBE-D3")
     out = model(hp.AtomicSystem.from_ase(structure("H2O_RPBE-D3")), compute_forces=False)
     ref = REFERENCE_ENERGY["H2O_RPBE-D3"]
