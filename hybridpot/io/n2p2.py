@@ -27,8 +27,10 @@ Conventions reproduced from n2p2 (reimplemented from its documented formulas):
   ``A_ii = J_i + k_e / (sigma_i sqrt(pi))``, ``A_ij = k_e erf(r_ij / (sqrt(2) gamma_ij)) / r_ij``,
   ``sum_i q_i = Q``; the short-range network takes the charge as its last input; the
   energy is ``E_short + E_elec`` with ``E_elec = sum_{i<j} k_e q_i q_j erf(r_ij/(sqrt(2)
-  gamma_ij)) / r_ij * f_s(r_ij)`` (``screen_electrostatics r_in r_out``; ``f_s`` rises from 0
-  to 1 between them), ``k_e = 1 / four_pi_epsilon`` in the file's units.
+  gamma_ij)) / r_ij * f_s(r_ij)`` (``screen_electrostatics r_in r_out [core]``; ``f_s = 1 -
+  c(x)`` rises from 0 to 1 between them, ``c`` n2p2's CoreFunction, default ``c`` = cosine
+  ``(cos(pi x) + 1)/2`` as in n2p2's Mode::setupElectrostatics), ``k_e = 1 / four_pi_epsilon``
+  in the file's units. The charges come from the unscreened QEq matrix (as in n2p2).
 
 Units: the files do not state their units. ``units="file"`` keeps them (positions,
 energies and charges in whatever the potential was trained on); ``units="ase"`` converts to
