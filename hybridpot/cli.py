@@ -210,6 +210,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 register("evaluate", "RMSE/MAE table and parity plots of a model on reference data", _configure_evaluate, _run_evaluate)
 
+from .demo import configure_parser as _configure_demo, run_from_args as _run_demo  # noqa: E402
+
+register("demo", "train 2G and 4G models on NaCl clusters and compare them (plots, MD)", _configure_demo, _run_demo)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
