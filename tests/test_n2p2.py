@@ -417,3 +417,20 @@ def test_4g_periodic_water_forces_stress_and_neutrality(models):
         e.append(float(model(hp.AtomicSystem.from_ase(strained), compute_forces=False)["energy"][0]))
     fd_stress = (e[0] - e[1]) / (2 * eps) / atoms.get_volume()
     assert abs(fd_stress - float(out["stress"][0, 0, 0])) <= 1e-5 * max(abs(fd_stress), 1e-2)
+
+
+def test_order_of_symfunction_lines_does_not_matter(models, tmp_path):
+    """n2p2 sorts each element's functions: shuffled input.nn lines give the same potential."""
+    import shutil
+
+    src = N2P2 / "DMABN_SCAN"
+    dst = tmp_path / "DMABN_shuffled"
+    shutil.copytree(src, dst)
+    lines = (src / "input.nn").read_text().splitlines()
+    sf = [l for l in lines if l.startswith("symfunction_short")]
+    other = [l for l in lines if not l.startswith("symfunction_short")]
+    rng = np.random.default_rng(1)
+    (dst / "input.nn").write_text("\n".join(other + [sf[k] for k in rng.permutation(len(sf))]) + "\n")
+    system = hp.AtomicSystem.from_ase(structure("DMABN_SCAN"))
+    e = float(from_n2p2(dst)(system, compute_forces=False)["energy"][0])
+    assert abs(e - REFERENCE_ENERGY["DMABN_SCAN"]) <= 1e-9 * abs(REFERENCE_ENERGY["DMABN_SCAN"])
