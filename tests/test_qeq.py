@@ -417,3 +417,21 @@ def test_float32_and_matrix_free_first_order_only():
     model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics())
     with pytest.raises(RuntimeError, match="first derivatives only"):
         model(system64, create_graph=True, compute_stress=False)
+
+
+def test_mixed_batch_periodic_and_finite():
+    """A batch of two periodic cells and a molecule gives the charges and energies of separate runs."""
+    structures = [jittered_nacl(2, seed=7), jittered_nacl(2, seed=8, charge=-1.0),
+                  Atoms("NaClNa", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.6, 0.3]], info={"charge": 1.0})]
+    for solver in ("dense", "matrix_free"):
+        qeq = make_qeq(solver=solver, accuracy=1e-8, cg_tol=1e-12)
+        model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(accuracy=1e-8))
+        batch = model(hp.AtomicSystem.from_ase(structures))
+        for k, atoms in enumerate(structures):
+            single = model(hp.AtomicSystem.from_ase(atoms))
+            a, b = [0, 8, 16, 19][k], [0, 8, 16, 19][k + 1]
+            assert torch.allclose(batch["charges"][a:b], single["charges"], atol=1e-10)
+            assert float(batch["energy"][k]) == pytest.approx(float(single["energy"][0]), rel=1e-10, abs=1e-10)
+            assert torch.allclose(batch["forces"][a:b], single["forces"], atol=1e-9)
+            assert torch.allclose(batch["stress"][k], single["stress"][0], atol=1e-10)
+            assert float(batch["charges"][a:b].sum()) == pytest.approx(atoms.info.get("charge", 0.0), abs=1e-10)
