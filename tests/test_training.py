@@ -1,7 +1,6 @@
 """Datasets, splits, preprocessing, losses and the trainer (tiny synthetic data)."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -403,3 +402,19 @@ def test_4g_resume_bit_exact(tmp_path, stop_at):
         if isinstance(a[k], torch.Tensor):
             assert torch.equal(a[k], b[k]), k
     assert len(resumed.history) == 6
+
+
+def test_build_model_from_config():
+    from hybridpot.training import ModelConfig, build_model
+
+    m2 = build_model(ModelConfig(kind="2G", cutoff=4.0, n_radial=3, hidden=[5]), [1, 8])
+    assert m2.charges is None and m2.electrostatics is None and not m2.short_range.use_charges
+    assert m2.short_range.elements == [1, 8] and m2.cutoff == 4.0 and m2.dtype == torch.float64
+    assert m2.short_range.nets.hidden == (5,)
+    pytest.importorskip("hybridpot.qeq")
+    m4 = build_model(ModelConfig(kind="4G", cutoff=4.0, n_radial=3, hidden=[5], charge_hidden=[3],
+                                 dispersion={"damping": "bj", "cutoff": 8.0}), [11, 17])
+    assert m4.short_range.use_charges and m4.charges is not None and m4.electrostatics is not None
+    assert m4.dispersion is not None and m4.charges.nets.hidden == (3,)
+    with pytest.raises(ValueError, match="2G"):
+        build_model(ModelConfig(kind="3G"), [1])
