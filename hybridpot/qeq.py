@@ -22,7 +22,9 @@ Solvers
 * ``"matrix_free"`` (periodic structures only): projected conjugate gradients on the
   constraint subspace ``{B v = 0}`` (one right-hand side for any number of fragments),
   ``A v`` from the PME (or Ewald) operator of torch-pme + erfc correction on the
-  neighbour list + diagonal, Jacobi preconditioner ``1/(J + k_e/(sigma sqrt(pi)))``.
+  neighbour list + diagonal; preconditioner: a k-space approximate inverse of the smooth
+  (long-wavelength) Coulomb part on the PME mesh (default with PME) or Jacobi
+  ``1/(J + k_e/(sigma sqrt(pi)))``.
   Gradients by implicit differentiation: the backward pass solves ``P A P lambda = P g``
   once more and differentiates one explicit ``A q`` product; first derivatives only
   (forces, stress, parameter gradients of an energy loss), not force training.
@@ -65,6 +67,10 @@ _SQRT_PI = math.sqrt(math.pi)
 
 class QEqConvergenceError(RuntimeError):
     """Conjugate gradients did not reach the requested tolerance."""
+
+
+class _IndefinitePreconditioner(ArithmeticError):
+    """The CG preconditioner was found not positive definite (caller falls back to Jacobi)."""
 
 
 def _element_table(values, elements: Sequence[int], name: str, default: Optional[float] = None) -> Dict[int, float]:
@@ -137,21 +143,28 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
     ``P`` subtracts each group's mean. Preconditioned CG with the symmetric preconditioner
     ``P diag(precond) P``. Stops when ``|P (b - A x)| <= tol |P b|``.
 
-    Returns ``(x, iterations, relative residual)``. Raises :class:`QEqConvergenceError`
-    (with the residual) if ``maxiter`` is reached and ``ValueError`` if ``A`` is not
-    positive definite on the subspace (singular system).
+    ``precond`` is a tensor (diagonal preconditioner) or a function ``r -> M^-1 r``
+    (symmetric positive definite). Returns ``(x, iterations, relative residual)``. Raises
+    :class:`QEqConvergenceError` (with the residual) if ``maxiter`` is reached and
+    ``ValueError`` if ``A`` is not positive definite on the subspace (singular system).
     """
     counts = torch.zeros(n_groups, dtype=b.dtype, device=b.device).index_add(0, groups, torch.ones_like(b))
 
     def project(v):
         return v - _group_mean(v, groups, counts)
 
+    if callable(precond):
+        apply_precond = precond
+    else:
+        def apply_precond(v):
+            return precond * v
+
     r = project(b)
     x = torch.zeros_like(b)
     b_norm = float(r.norm())
     if b_norm == 0.0:
         return x, 0, 0.0
-    z = project(precond * r)
+    z = project(apply_precond(r))
     p = z
     rz = torch.dot(r, z)
     res = 1.0
@@ -169,8 +182,10 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
         res = float(r.norm()) / b_norm
         if res <= tol:
             return x, it, res
-        z = project(precond * r)
+        z = project(apply_precond(r))
         rz_new = torch.dot(r, z)
+        if not bool(rz_new > 0):
+            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {float(rz_new):.3e})")
         p = z + (rz_new / rz) * p
         rz = rz_new
     raise QEqConvergenceError(
@@ -221,9 +236,7 @@ class _MatrixFreeQEq(torch.autograd.Function):
                 return op.matvec(v) + diag * v
 
             q0 = setup.totals[setup.groups] / setup.counts[setup.groups]
-            x, iters, res = projected_cg(
-                matvec, -chi - matvec(q0), setup.groups, setup.n_groups, 1.0 / diag, setup.tol, setup.maxiter
-            )
+            x, iters = setup.solve(op, matvec, -chi - matvec(q0), diag)
             q = q0 + x
         setup.iterations.append(iters)
         ctx.setup = setup
@@ -241,9 +254,7 @@ class _MatrixFreeQEq(torch.autograd.Function):
         chi, diag, positions, cell, distances, sigma, q = ctx.saved_tensors
         with torch.no_grad():
             op = setup.operator(positions, cell, distances, sigma)
-            lam, iters, _ = projected_cg(
-                lambda v: op.matvec(v) + diag * v, grad_q, setup.groups, setup.n_groups, 1.0 / diag, setup.tol, setup.maxiter
-            )
+            lam, iters = setup.solve(op, lambda v: op.matvec(v) + diag * v, grad_q, diag)
         setup.iterations.append(iters)
         inputs = [diag, positions, cell, distances, sigma]
         needs = ctx.needs_input_grad[2:]
@@ -262,7 +273,7 @@ class _MatrixFreeQEq(torch.autograd.Function):
 class _MatrixFreeSetup:
     """Non-tensor data of one matrix-free solve (a structure's pairs, constraints, settings)."""
 
-    def __init__(self, pair_i, pair_j, params, method, groups, totals, tol, maxiter):
+    def __init__(self, pair_i, pair_j, params, method, groups, totals, tol, maxiter, preconditioner="jacobi"):
         self.pair_i, self.pair_j = pair_i, pair_j
         self.params, self.method = params, method
         self.groups, self.totals = groups, totals.detach()
@@ -271,7 +282,20 @@ class _MatrixFreeSetup:
             0, groups, torch.ones(groups.shape[0], dtype=totals.dtype, device=totals.device)
         )
         self.tol, self.maxiter = tol, maxiter
+        self.preconditioner = preconditioner
         self.iterations = []
+
+    def solve(self, op, matvec, rhs, diag):
+        """Projected CG with the k-space preconditioner (falling back to Jacobi) or Jacobi."""
+        if self.preconditioner == "kspace":
+            try:
+                x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, op.kspace_preconditioner(diag),
+                                           self.tol, self.maxiter)
+                return x, iters
+            except _IndefinitePreconditioner:
+                pass
+        x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, 1.0 / diag, self.tol, self.maxiter)
+        return x, iters
 
     def operator(self, positions, cell, distances, sigma) -> PeriodicCoulomb:
         return PeriodicCoulomb(positions, cell, self.pair_i, self.pair_j, distances, sigma, self.params, self.method)
@@ -302,6 +326,11 @@ class ChargeEquilibration(nn.Module):
         matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald).
     matrix_free_min_atoms : int
         ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large.
+    preconditioner : {"auto", "kspace", "jacobi"}
+        CG preconditioner of the matrix-free solver: ``"kspace"`` (PME operator only; see
+        :meth:`~hybridpot.electrostatics.PeriodicCoulomb.kspace_preconditioner`; the CG
+        iteration count then stays nearly constant with system size) or Jacobi;
+        ``"auto"``: k-space with PME, Jacobi with Ewald.
 
     After each call, ``last_energy`` holds ``E_QEq`` per structure ``[S]`` (eV,
     differentiable) and ``last_iterations`` the CG iteration counts.
@@ -324,6 +353,7 @@ class ChargeEquilibration(nn.Module):
         periodic_method: str = "pme",
         interpolation_nodes: int = 7,
         matrix_free_min_atoms: int = 2000,
+        preconditioner: str = "auto",
     ):
         super().__init__()
         self.elements = sorted({element_number(e) for e in elements})
@@ -336,6 +366,11 @@ class ChargeEquilibration(nn.Module):
             raise ValueError(f"periodic_method must be 'pme' or 'ewald', got {periodic_method!r}")
         if cg_tol <= 0:
             raise ValueError(f"cg_tol must be positive, got {cg_tol}")
+        if preconditioner not in ("auto", "kspace", "jacobi"):
+            raise ValueError(f"preconditioner must be 'auto', 'kspace' or 'jacobi', got {preconditioner!r}")
+        if preconditioner == "kspace" and periodic_method != "pme":
+            raise ValueError("the k-space preconditioner needs periodic_method='pme'")
+        self.preconditioner = preconditioner
         self.descriptor = descriptor
         n_inputs = {z: descriptor.n_features[descriptor.elements.index(z)] for z in self.elements}
         self.nets = ElementNets(self.elements, n_inputs, hidden=hidden, activation=activation)
@@ -362,6 +397,11 @@ class ChargeEquilibration(nn.Module):
             self.register_buffer("raw_sigma", _inverse_softplus(st))
         self.last_energy: Optional[torch.Tensor] = None
         self._iteration_logs: list = []
+
+    def _preconditioner_kind(self) -> str:
+        if self.preconditioner == "auto":
+            return "kspace" if self.periodic_method == "pme" else "jacobi"
+        return self.preconditioner
 
     @property
     def last_iterations(self) -> list:
@@ -413,7 +453,7 @@ class ChargeEquilibration(nn.Module):
                 # the relative residual cannot go below the rounding level of the dtype
                 tol = max(self.cg_tol, 50.0 * torch.finfo(dtype).eps)
                 setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local, t_local,
-                                         tol, self.cg_maxiter)
+                                         tol, self.cg_maxiter, self._preconditioner_kind())
                 q = _MatrixFreeQEq.apply(setup, chi[a:b], diag[a:b], op.positions, op.cell, op.distances, op.sigma)
                 self._iteration_logs.append(setup.iterations)
                 aq = op.matvec(q) + diag[a:b] * q
