@@ -17,7 +17,7 @@ Tables
    to max |F|), and the time of one energy + forces evaluation.
 3. QEq time (charges + forces, i.e. forward solve and one backward pass to positions) of the
    dense solver (Ewald matrix + Cholesky) and the matrix-free solver (PME operator,
-   projected Jacobi-preconditioned CG, adjoint solve in backward) for jittered rock-salt
+   projected CG with the k-space preconditioner, adjoint solve in backward) for jittered rock-salt
    supercells of N = 96 ... 16224 atoms; accuracy 1e-4, CG tolerance 1e-6. The dense
    solver is measured up to N = 4096 (2016 with --quick) and extrapolated as N^3 beyond.
 
