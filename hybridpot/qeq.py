@@ -325,7 +325,8 @@ class ChargeEquilibration(nn.Module):
         :class:`~hybridpot.electrostatics.Electrostatics` (``periodic_method`` is the
         matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald).
     matrix_free_min_atoms : int
-        ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large.
+        ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large
+        (default 1000: the measured crossover, validation/README.md).
     preconditioner : {"auto", "kspace", "jacobi"}
         CG preconditioner of the matrix-free solver: ``"kspace"`` (PME operator only; see
         :meth:`~hybridpot.electrostatics.PeriodicCoulomb.kspace_preconditioner`; the CG
@@ -352,7 +353,7 @@ class ChargeEquilibration(nn.Module):
         real_space_cutoff: Optional[float] = None,
         periodic_method: str = "pme",
         interpolation_nodes: int = 7,
-        matrix_free_min_atoms: int = 2000,
+        matrix_free_min_atoms: int = 1000,
         preconditioner: str = "auto",
     ):
         super().__init__()
