@@ -46,14 +46,15 @@ class DemoSettings:
     lr: float
     md_steps: int
     cutoff: float = 6.0
+    curve_points: int = 200  # model points along the dimer curve
     hidden: tuple = (15, 15)
     charge_hidden: tuple = (10, 10)
 
 
 FULL = DemoSettings(max_structures=None, epochs_2g=80, charge_epochs_4g=25, epochs_4g=80, batch_size=16, lr=5e-3,
                     md_steps=1000)
-QUICK = DemoSettings(max_structures=80, epochs_2g=4, charge_epochs_4g=2, epochs_4g=4, batch_size=16, lr=5e-3,
-                     md_steps=50)
+QUICK = DemoSettings(max_structures=60, epochs_2g=3, charge_epochs_4g=2, epochs_4g=3, batch_size=16, lr=5e-3,
+                     md_steps=30, curve_points=40)
 
 
 def _build_model(kind: str, settings: DemoSettings):
@@ -120,7 +121,7 @@ def _format_table(table: Dict[str, Dict[str, float]], n_test: int) -> str:
     return "\n".join(lines)
 
 
-def _dimer_curve(models, scan, output: Path) -> Dict[str, object]:
+def _dimer_curve(models, scan, output: Path, n_points: int = 200) -> Dict[str, object]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +133,7 @@ def _dimer_curve(models, scan, output: Path) -> Dict[str, object]:
     e_ref = np.array([a.get_potential_energy() for a in scan])
     q_ref = np.array([a.get_charges()[0] for a in scan])
     shift = e_ref[-1]  # the reference energy at the largest distance: the same shift for every curve
-    r_model = np.linspace(r.min(), 14.0, 200)
+    r_model = np.linspace(r.min(), 14.0, n_points)
     curves, charges = {}, {}
     for kind, model in models.items():
         preds = [_predict(model, Atoms("NaCl", positions=[[0, 0, 0], [x, 0, 0]])) for x in r_model]
@@ -309,7 +310,7 @@ def run_demo(output_dir: str | Path = "hybridpot_demo", quick: bool = False, see
     table = _accuracy(models, subsets["test"])
     text = _format_table(table, len(subsets["test"]))
     print(text)
-    dimer = _dimer_curve(models, scan, output)
+    dimer = _dimer_curve(models, scan, output, settings.curve_points)
     print("NaCl dimer, energy RMSE vs reference (eV): " + ", ".join(
         f"{k}: {v['rmse_eV_all']:.3f} overall, {v['rmse_eV_beyond_cutoff']:.3f} beyond the cutoff"
         for k, v in dimer["errors"].items()))
