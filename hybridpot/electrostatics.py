@@ -70,6 +70,7 @@ __all__ = [
     "gaussian_coulomb_kernel",
     "erfc_coulomb_kernel",
     "screening_function",
+    "SCREENING_CORES",
     "EwaldParameters",
     "PeriodicCoulomb",
     "finite_pairs",
@@ -110,10 +111,30 @@ def erfc_coulomb_kernel(r: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     return torch.erfc(r / (_SQRT2 * gamma)) / r
 
 
-def screening_function(r: torch.Tensor, inner: float, outer: float) -> torch.Tensor:
-    """n2p2's electrostatic screening ``f_s(r)`` (core function POLY2), see module docstring."""
+SCREENING_CORES = ("c", "p1", "p2", "p3", "p4", "e")
+
+
+def screening_function(r: torch.Tensor, inner: float, outer: float, core: str = "p2") -> torch.Tensor:
+    """n2p2's electrostatic screening ``f_s(r) = 1 - c(x)``, ``x = (r - inner)/(outer - inner)`` in [0, 1].
+
+    ``core`` names n2p2's CoreFunction: ``"p2"`` (POLY2, default of n2p2's ScreeningFunction
+    class: ``f_s = x^3 (10 - 15 x + 6 x^2)``), ``"c"`` (cosine, ``(cos(pi x) + 1)/2``: the
+    default of n2p2's ``screen_electrostatics`` keyword), ``"p1"``, ``"p3"``, ``"p4"``, ``"e"``.
+    """
     x = ((r - inner) / (outer - inner)).clamp(0.0, 1.0)
-    return x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+    if core == "p2":
+        return x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+    if core == "c":
+        return 1.0 - 0.5 * (torch.cos(math.pi * x) + 1.0)
+    from .descriptors import compact_core
+
+    kinds = {"p1": 1, "p3": 3, "p4": 4, "e": 0}
+    if core not in kinds:
+        raise ValueError(f"unknown screening core function {core!r}; choose one of {SCREENING_CORES}")
+    # the core is evaluated on [0, 1): at x = 1 it is 0 for every kind
+    inside = x < 1.0
+    value = compact_core(torch.where(inside, x, torch.zeros_like(x)), kinds[core])
+    return torch.where(inside, 1.0 - value, torch.ones_like(x))
 
 
 # ---------------------------------------------------------------------------- finite systems
@@ -450,8 +471,10 @@ class Electrostatics(nn.Module):
         Real-space cutoff of Ewald/PME and range of the erfc correction (Å, default 10).
         It must exceed the range of the Gaussian correction: ``erfc(r_c/(2 sigma_max))``
         must be below ``0.1 accuracy`` (checked at run time).
-    screening : (float, float), optional
-        n2p2 ``screen_electrostatics r_inner r_outer`` (Å); see the module docstring.
+    screening : (float, float) or (float, float, str), optional
+        n2p2 ``screen_electrostatics r_inner r_outer [core]`` (Å); the core function
+        (:func:`screening_function`) defaults to ``"p2"``; n2p2 input files default to ``"c"``
+        (``hybridpot.from_n2p2`` passes the file's choice). See the module docstring.
     interpolation_nodes : int
         PME interpolation nodes (4-7).
     ewald_max_atoms : int
@@ -463,7 +486,7 @@ class Electrostatics(nn.Module):
         method: str = "auto",
         accuracy: float = 1e-6,
         real_space_cutoff: Optional[float] = None,
-        screening: Optional[Tuple[float, float]] = None,
+        screening: Optional[Tuple] = None,
         interpolation_nodes: int = 7,
         ewald_max_atoms: int = 300,
     ):
@@ -475,10 +498,13 @@ class Electrostatics(nn.Module):
         self.params = EwaldParameters.for_accuracy(float(accuracy), self.real_space_cutoff, interpolation_nodes)
         self.accuracy = float(accuracy)
         if screening is not None:
-            inner, outer = (float(x) for x in screening)
+            inner, outer = float(screening[0]), float(screening[1])
+            core = str(screening[2]) if len(screening) > 2 else "p2"
             if not 0.0 <= inner < outer:
                 raise ValueError(f"screening needs 0 <= r_inner < r_outer, got {screening}")
-            screening = (inner, outer)
+            if core not in SCREENING_CORES:
+                raise ValueError(f"unknown screening core function {core!r}; choose one of {SCREENING_CORES}")
+            screening = (inner, outer, core)
         self.screening = screening
         self.ewald_max_atoms = int(ewald_max_atoms)
 
@@ -555,7 +581,7 @@ class Electrostatics(nn.Module):
 
     def _screening_potential(self, system, graph, charges, sigma, finite_atoms) -> torch.Tensor:
         """Potential of ``(f_s(r) - 1) k_e erf(..)/r`` for all pairs within r_outer."""
-        inner, outer = self.screening
+        inner, outer, core = self.screening
         # finite structures: from the all-pairs list; periodic: from the neighbour list
         i, j = finite_pairs(system.ptr, system.batch, finite_atoms)
         r = (system.positions[j] - system.positions[i]).norm(dim=1)
@@ -568,7 +594,7 @@ class Electrostatics(nn.Module):
         j = torch.cat([j, half.j[keep]])
         r = torch.cat([r, half.distances[keep]])
         gamma = None if sigma is None else torch.sqrt(sigma[i] ** 2 + sigma[j] ** 2)
-        kernel = COULOMB_CONSTANT * gaussian_coulomb_kernel(r, gamma) * (screening_function(r, inner, outer) - 1.0)
+        kernel = COULOMB_CONSTANT * gaussian_coulomb_kernel(r, gamma) * (screening_function(r, inner, outer, core) - 1.0)
         out = torch.zeros_like(charges)
         return out.index_add(0, i, kernel * charges[j]).index_add(0, j, kernel * charges[i])
 

@@ -388,3 +388,15 @@ def test_bad_input():
         elec(system, graph, torch.zeros(3, dtype=torch.float64), None)
     with pytest.raises(ValueError, match="positive"):
         elec(system, graph, torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("core", ["c", "p1", "p2", "p3", "p4", "e"])
+def test_screening_cores_rise_smoothly_from_zero_to_one(core):
+    r = torch.linspace(2.0, 9.0, 1401, dtype=torch.float64)
+    f = screening_function(r, 3.0, 8.0, core)
+    assert torch.all(f[r <= 3.0] == 0.0) and torch.all(f[r >= 8.0] == 1.0)
+    assert torch.all(torch.diff(f) >= -1e-15)  # monotonic
+    if core == "c":
+        x = (r - 3.0) / 5.0
+        inside = (x > 0) & (x < 1)
+        torch.testing.assert_close(f[inside], 0.5 * (1 - torch.cos(math.pi * x[inside])))

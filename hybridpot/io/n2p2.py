@@ -55,7 +55,7 @@ from ..descriptors import SymmetryFunction, SymmetryFunctions
 from ..model import HybridPotential
 from ..short_range import ShortRange
 
-__all__ = ["from_n2p2", "read_n2p2_settings", "N2P2Settings", "N2P2Electrostatics", "FILE_UNITS"]
+__all__ = ["from_n2p2", "read_n2p2_settings", "N2P2Settings", "FILE_UNITS"]
 
 #: Unit systems of n2p2 files: (length unit in Å, energy unit in eV).
 FILE_UNITS = {"bohr_hartree": (Bohr, Hartree), "angstrom_ev": (1.0, 1.0)}
@@ -416,92 +416,9 @@ def from_n2p2(
 
 
 # ----------------------------------------------------------------------------- 4G terms
-def _screening_core(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """n2p2 core function ``c(x)`` of the screening, x in [0, 1] (1 at 0, 0 at 1)."""
-    if kind == "c":
-        return 0.5 * (torch.cos(math.pi * x) + 1.0)
-    from ..descriptors import compact_core
-
-    kinds = {"p1": 1, "p2": 2, "p3": 3, "p4": 4, "e": 0}
-    if kind not in kinds:
-        raise ValueError(f"unknown screening core function {kind!r} (c, p1, p2, p3, p4, e)")
-    return compact_core(x.clamp(0.0, 1.0 - 1e-300), kinds[kind])
-
-
-class N2P2Electrostatics(nn.Module):
-    """n2p2 4G electrostatic energy: Gaussian-charge Coulomb energy with n2p2's screening.
-
-    ``E_elec = sum_{i<j, images} k_e q_i q_j erf(r_ij/(sqrt(2) gamma_ij))/r_ij f_s(r_ij)`` with
-    ``f_s = 0`` below ``r_inner``, ``1`` above ``r_outer`` and ``1 - c(x)``,
-    ``x = (r - r_inner)/(r_outer - r_inner)``, in between; ``c`` is n2p2's core function named
-    by the optional third argument of ``screen_electrostatics`` (default ``c``: cosine,
-    ``(cos(pi x) + 1)/2``, as n2p2's Mode::setupElectrostatics). The unscreened energy comes
-    from :class:`~hybridpot.electrostatics.Electrostatics` (exact direct sum for finite
-    structures, Ewald/PME at ``accuracy`` for periodic ones); the screening correction
-    ``(f_s - 1) k_e q_i q_j erf(..)/r`` is summed over the pairs within ``r_outer``.
-
-    Parameters
-    ----------
-    screening : (float, float, str), optional
-        ``(r_inner, r_outer, core)`` in Å; None: no screening.
-    accuracy : float
-        Relative accuracy of periodic (Ewald/PME) energies.
-    """
-
-    def __init__(self, screening: Optional[Tuple[float, float, str]] = None, accuracy: float = 1e-8,
-                 real_space_cutoff: Optional[float] = None):
-        super().__init__()
-        from ..electrostatics import Electrostatics
-
-        self.base = Electrostatics(method="auto", accuracy=accuracy, real_space_cutoff=real_space_cutoff)
-        if screening is not None:
-            inner, outer, core = float(screening[0]), float(screening[1]), str(screening[2])
-            if not 0.0 <= inner < outer:
-                raise ValueError(f"screening needs 0 <= r_inner < r_outer, got {screening}")
-            _screening_core(torch.zeros(1, dtype=torch.float64), core)  # validate
-            screening = (inner, outer, core)
-        self.screening = screening
-
-    @property
-    def cutoff(self) -> float:
-        c = self.base.cutoff
-        if self.screening is not None:
-            c = max(c, self.screening[1])
-        return c
-
-    def screening_function(self, r: torch.Tensor) -> torch.Tensor:
-        inner, outer, core = self.screening
-        x = ((r - inner) / (outer - inner)).clamp(0.0, 1.0)
-        return 1.0 - _screening_core(x, core)
-
-    def forward(self, system, graph, charges: torch.Tensor, sigma: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Per-atom energies (eV), ``[N]``: pair energies split equally between the two atoms."""
-        energies = self.base(system, graph, charges, sigma)
-        if self.screening is None:
-            return energies
-        from ..electrostatics import COULOMB_CONSTANT, finite_pairs, gaussian_coulomb_kernel
-
-        outer = self.screening[1]
-        finite_atoms = ~system.periodic[system.batch]
-        i, j = finite_pairs(system.ptr, system.batch, finite_atoms)
-        r = (system.positions[j] - system.positions[i]).norm(dim=1)
-        close = torch.nonzero(r.detach() < outer).flatten()
-        i, j, r = i[close], j[close], r[close]
-        half = graph.within(outer).half()
-        keep = torch.nonzero(~finite_atoms[half.i]).flatten()
-        i, j = torch.cat([i, half.i[keep]]), torch.cat([j, half.j[keep]])
-        r = torch.cat([r, half.distances[keep]])
-        gamma = None if sigma is None else torch.sqrt(sigma[i] ** 2 + sigma[j] ** 2)
-        pair = COULOMB_CONSTANT * gaussian_coulomb_kernel(r, gamma) * (self.screening_function(r) - 1.0)
-        pair = pair * charges[i] * charges[j]
-        return energies.index_add(0, i, 0.5 * pair).index_add(0, j, 0.5 * pair)
-
-    def extra_repr(self) -> str:
-        return f"screening={self.screening}"
-
-
 def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunctions, zs: Sequence[int],
                     length_unit: float, energy_unit: float, normalize_nodes: bool, accuracy: float):
+    from ..electrostatics import Electrostatics
     from ..qeq import ChargeEquilibration
 
     four_pi_eps = float(settings.get("four_pi_epsilon", "1.0"))
@@ -535,4 +452,4 @@ def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunct
         words = settings.get("screen_electrostatics").split()
         core = words[2] if len(words) > 2 else "c"
         screening = (float(words[0]) * length_unit, float(words[1]) * length_unit, core)
-    return qeq, N2P2Electrostatics(screening=screening, accuracy=accuracy)
+    return qeq, Electrostatics(method="auto", accuracy=accuracy, screening=screening)
