@@ -2,7 +2,8 @@
 
 Usage::
 
-    hybridpot train config.yaml [--resume] [--no-progress] [--output DIR]
+    hybridpot train config.yaml [--resume] [--no-progress] [--output DIR] [--ddp]
+    torchrun --nproc_per_node=2 -m hybridpot.cli train config.yaml --ddp   (data parallel)
     hybridpot evaluate model.pt data.xyz [--format F] [--units U] [--keys energy=E,forces=F] [--output DIR]
 
 Adding a subcommand (e.g. ``convert`` or ``demo``) takes one small function pair and one
@@ -103,6 +104,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint.pt")
     p.add_argument("--output", default=None, help="run directory (overrides output.directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--ddp", action="store_true",
+                   help="data-parallel training (DistributedDataParallel) under torchrun; training.batch_size is the "
+                        "global batch; gloo on CPU, nccl on CUDA; rank 0 writes the run directory")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -116,6 +120,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from .training.dataset import AtomsDataset
     from .training.trainer import Trainer, evaluate_model
 
+    rank = 0
+    if getattr(args, "ddp", False):
+        from .training.distributed import init_from_env
+
+        rank, _ = init_from_env()
     cfg = load_config(args.config)
     d, t = cfg.data, cfg.training
     if not d.train:
@@ -124,8 +133,9 @@ def _run_train(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.resume and not (run_dir / "checkpoint.pt").exists():
         raise FileNotFoundError(f"{run_dir / 'checkpoint.pt'}: nothing to resume")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k != "base_dir"},
-                                                         sort_keys=False))
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k != "base_dir"},
+                                                             sort_keys=False))
     read = lambda path: read_structures(cfg.resolve(path), format=d.format, keys=d.keys, units=d.units)
     images = {"train": read(d.train)}
     for name in ("validation", "test"):
@@ -153,8 +163,11 @@ def _run_train(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     trainer = Trainer(model, train, sets["validation"], t, directory=run_dir,
                       scaling=cfg.model.scaling if cfg.model.from_file is None else None,
-                      scaling_range=cfg.model.scaling_range, progress=cfg.output.progress and not args.no_progress)
+                      scaling_range=cfg.model.scaling_range, progress=cfg.output.progress and not args.no_progress,
+                      ddp=getattr(args, "ddp", False))
     final = trainer.fit(resume=args.resume)
+    if rank != 0:
+        return 0
     summary = {}
     for name, ds in sets.items():
         if len(ds) == 0:

@@ -149,6 +149,12 @@ class Trainer:
     callback : callable, optional
         ``callback(trainer, stage, epoch, record)`` after each epoch's checkpoint; raise
         :class:`TrainingInterrupted` to stop.
+    ddp : bool
+        Data-parallel training with ``torch.distributed`` DistributedDataParallel (the
+        default process group must be initialised, e.g. under torchrun). Every process
+        passes the same datasets and config; ``config.batch_size`` is the global batch,
+        split over the processes; the result equals a single-process run with the same
+        batch size (see :mod:`hybridpot.training.distributed`). Only rank 0 writes files.
     """
 
     def __init__(
@@ -162,7 +168,17 @@ class Trainer:
         scaling_range=(-1.0, 1.0),
         progress: bool = True,
         callback: Optional[Callable] = None,
+        ddp: bool = False,
     ):
+        self.ddp = bool(ddp)
+        if self.ddp:
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                raise ValueError("ddp=True needs an initialised torch.distributed process group")
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            self.rank, self.world_size = 0, 1
         self.model = model
         self.train = train
         self.validation = validation if validation is not None and len(validation) > 0 else None
@@ -246,14 +262,31 @@ class Trainer:
     def _validate(self, stage: str, dataset: AtomsDataset) -> Dict[str, float]:
         self.model.eval()
         acc = MetricAccumulator()
-        for batch in dataset.batches(self.config.batch_size):
+        for batch, real in self._batches(dataset, shuffle=False):
             batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
             pred = self._predict(stage, batch, training=False)
-            acc.update(pred, batch)
+            if real:
+                acc.update(pred, batch)
+        if self.ddp:
+            from .distributed import merge_metrics
+
+            acc = merge_metrics(acc)
         return acc.compute()
 
     def _file(self, name: str) -> Optional[Path]:
-        return None if self.directory is None else self.directory / name
+        """Path of an output file (None without a run directory, and on ranks > 0)."""
+        return None if self.directory is None or self.rank != 0 else self.directory / name
+
+    def _batches(self, dataset: AtomsDataset, shuffle: bool):
+        """``(batch, real)`` pairs: whole batches, or this process's shard of each under DDP."""
+        if not self.ddp:
+            for batch in dataset.batches(self.config.batch_size, shuffle=shuffle, generator=self.generator if shuffle else None):
+                yield batch, True
+            return
+        from .distributed import shard_batches
+
+        yield from shard_batches(dataset, self.config.batch_size, self.rank, self.world_size, shuffle=shuffle,
+                                 generator=self.generator if shuffle else None)
 
     def export_model(self) -> nn.Module:
         """A float64 copy of the current model with the energy offsets stored in it."""
@@ -334,9 +367,9 @@ class Trainer:
         """
         ckpt = None
         if resume:
-            path = self._file("checkpoint.pt")
-            if path is None:
+            if self.directory is None:
                 raise ValueError("resume needs a run directory")
+            path = self.directory / "checkpoint.pt"  # every rank reads it
             if path.exists():
                 ckpt = torch.load(path, map_location="cpu", weights_only=False)
                 if ckpt.get("format") != "hybridpot-checkpoint":
@@ -372,7 +405,7 @@ class Trainer:
         for p in self.model.parameters():
             p.requires_grad_(True)
         final = self.export_model()
-        if self.directory is not None:
+        if self._file("model.pt") is not None:
             save(final, self.directory / "model.pt")
         return final
 
@@ -385,6 +418,14 @@ class Trainer:
         if state is None and stage == "energy":
             self._start_energy_stage()
         opt, sched = self._make_optimizer(stage, n_epochs)
+        forward = lambda batch: self._predict(stage, batch, training=True)
+        if self.ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            from .distributed import StageForward, distributed_loss, merge_metrics
+
+            ddp_module = DistributedDataParallel(StageForward(self, stage), find_unused_parameters=True)
+            forward = lambda batch: ddp_module(batch, True)
         if state is None:
             start_epoch, best_loss, bad = 0, math.inf, 0
             best_state = copy.deepcopy(self.model.state_dict())
@@ -395,28 +436,35 @@ class Trainer:
             start_epoch, best_loss, bad = state["epoch"], state["best_loss"], state["bad_epochs"]
             best_state = state["best_state"]
 
-        bar = tqdm(range(start_epoch, n_epochs), desc=f"{stage}", disable=not self.progress, initial=start_epoch,
+        bar = tqdm(range(start_epoch, n_epochs), desc=f"{stage}", disable=not self.progress or self.rank != 0,
+                   initial=start_epoch,
                    total=n_epochs, unit="epoch", leave=True)
         stopped = False
         for epoch in bar:
             t0 = time.perf_counter()
             self.model.train()
             acc = MetricAccumulator()
-            inner = tqdm(self.train.batches(cfg.batch_size, shuffle=True, generator=self.generator),
+            inner = tqdm(self._batches(self.train, shuffle=True),
                          total=self.train.n_batches(cfg.batch_size), desc=f"{stage} epoch {epoch + 1}",
-                         disable=not self.progress, leave=False, unit="batch")
-            for batch in inner:
+                         disable=not self.progress or self.rank != 0, leave=False, unit="batch")
+            for batch, real in inner:
                 batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
-                pred = self._predict(stage, batch, training=True)
-                loss, parts = compute_loss(pred, batch, weights)
+                pred = forward(batch)
+                if self.ddp:
+                    loss, parts = distributed_loss(pred, batch, weights, self.world_size, real)
+                else:
+                    loss, parts = compute_loss(pred, batch, weights)
                 opt.zero_grad(set_to_none=True)
                 if loss.requires_grad:
                     loss.backward()
                     if cfg.clip_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(self._stage_parameters(stage), cfg.clip_grad_norm)
                     opt.step()
-                acc.update(pred, batch)
+                if real:
+                    acc.update(pred, batch)
                 inner.set_postfix(loss=f"{float(loss.detach()):.3e}")
+            if self.ddp:
+                acc = merge_metrics(acc)
             train_metrics = acc.compute()
             train_loss = _loss_from_metrics(train_metrics, weights)
             val_metrics = self._validate(stage, self.validation) if self.validation is not None else {}
@@ -430,7 +478,7 @@ class Trainer:
             if improved:
                 best_loss, bad = val_loss, 0
                 best_state = copy.deepcopy(self.model.state_dict())
-                if self.directory is not None:
+                if self._file("best_model.pt") is not None:
                     save(self.export_model(), self.directory / "best_model.pt")
             else:
                 bad += 1
