@@ -4,8 +4,9 @@ Stages
 ------
 ``"charges"`` (4G models whose charge term has parameters, when the training data has
 reference charges or dipoles): only the charge model (electronegativity networks,
-hardness, widths) is optimised, against reference charges (or dipoles where charges are
-absent) and optionally the total charge.
+hardness, widths) is optimised, against reference charges and/or dipoles (weights
+``charge_weights``; structures without a reference for a quantity are masked out of that
+term, so dipoles alone can train the charge model) and optionally the total charge.
 
 ``"energy"``: the charge model is frozen; the other parameters (short range, learnable
 dispersion scale, ...) are optimised against energies per atom and forces. The model's
