@@ -141,8 +141,9 @@ class HybridCalculator(Calculator):
         )
         periodic = bool(np.any(atoms.get_pbc()))
         neighbors = self._neighbors(atoms, system)
-        # stress costs an extra strain derivative: only when asked for (ASE asks again if needed)
-        want_stress = periodic and "stress" in properties
+        # forces and stress come from one backward pass: computing the stress costs little, and
+        # a cell filter asks for both (a second call would repeat the whole evaluation)
+        want_stress = periodic
         out = self.model(system, compute_forces=True, compute_stress=want_stress, neighbors=neighbors)
         energy = float(out["energy"][0])
         results = {
