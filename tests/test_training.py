@@ -418,3 +418,21 @@ def test_build_model_from_config():
     assert m4.dispersion is not None and m4.charges.nets.hidden == (3,)
     with pytest.raises(ValueError, match="2G"):
         build_model(ModelConfig(kind="3G"), [1])
+
+
+def test_4g_charge_stage_from_dipoles_only():
+    """Without reference charges, stage 1 fits the charge model to dipoles (sum_i q_i r_i)."""
+    make_model, train, val = _na_cl_4g_setup()
+    for ds in (train, val):
+        for s in ds.samples:
+            s.dipole = (s.charges.unsqueeze(1) * s.system.positions).sum(0)
+            s.charges = None
+    assert not train.has("charges") and train.has("dipole")
+    cfg = TrainingConfig(charge_epochs=12, epochs=0, batch_size=4, charge_lr=2e-2, dtype="float64",
+                         scheduler=SchedulerConfig(kind="none"))
+    trainer = Trainer(make_model(0), train, val, cfg, progress=False)
+    assert trainer.stages == ["charges"]
+    trainer.fit()
+    h = trainer.history
+    assert "val_charges_rmse" not in h[0] and "val_dipole_rmse" in h[0]
+    assert min(r["val_dipole_rmse"] for r in h) < 0.5 * h[0]["val_dipole_rmse"]
