@@ -5,6 +5,7 @@ Usage::
     hybridpot train config.yaml [--resume] [--no-progress] [--output DIR] [--ddp]
     torchrun --nproc_per_node=2 -m hybridpot.cli train config.yaml --ddp   (data parallel)
     hybridpot evaluate model.pt data.xyz [--format F] [--units U] [--keys energy=E,forces=F] [--output DIR]
+    hybridpot convert n2p2_directory model.pt [--units ase|file] [--file-units bohr_hartree|angstrom_ev]
 
 Adding a subcommand (e.g. ``convert`` or ``demo``) takes one small function pair and one
 ``register`` call in this module (or any module imported here)::
@@ -227,6 +228,38 @@ from .demo import configure_parser as _configure_demo, run_from_args as _run_dem
 
 register("demo", "train 2G and 4G models on NaCl clusters and compare them (plots, MD)", _configure_demo, _run_demo)
 
+
+
+def _configure_convert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="n2p2 potential directory (input.nn, scaling.data, weights.ZZZ.data, ...)")
+    parser.add_argument("output", help="hybridpot model file to write (e.g. model.pt)")
+    parser.add_argument("--units", choices=["ase", "file"], default="ase",
+                        help="ase: Å/eV model for ASE (default); file: keep the potential's own units")
+    parser.add_argument("--file-units", choices=["bohr_hartree", "angstrom_ev"], default="bohr_hartree",
+                        help="units the n2p2 potential was trained in (default bohr_hartree, as the n2p2 examples)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEYWORD=VALUE",
+                        help="override an input.nn keyword, e.g. --set 'global_nodes_short=10 10'")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .io.n2p2 import from_n2p2
+    from .model import save
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEYWORD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    model = from_n2p2(args.directory, units=args.units, file_units=args.file_units, overrides=overrides or None)
+    save(model, args.output)
+    kind = "4G" if model.charges is not None else "2G"
+    print(f"converted {kind} n2p2 potential {args.directory} -> {args.output} "
+          f"(elements {model.elements}, cutoff {model.cutoff:.4g} {'Å' if args.units == 'ase' else 'file length units'})")
+    return 0
+
+
+register("convert", "convert an n2p2 potential directory into a hybridpot model file", _configure_convert, _run_convert)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -434,3 +434,18 @@ def test_order_of_symfunction_lines_does_not_matter(models, tmp_path):
     system = hp.AtomicSystem.from_ase(structure("DMABN_SCAN"))
     e = float(from_n2p2(dst)(system, compute_forces=False)["energy"][0])
     assert abs(e - REFERENCE_ENERGY["DMABN_SCAN"]) <= 1e-9 * abs(REFERENCE_ENERGY["DMABN_SCAN"])
+
+
+def test_convert_cli_writes_an_equivalent_model(tmp_path):
+    """`hybridpot convert` = from_n2p2(units="ase") saved to a file."""
+    from hybridpot.cli import main
+
+    directory = N2P2 / "DMABN_SCAN"
+    out = tmp_path / "dmabn.pt"
+    assert main(["convert", str(directory), str(out)]) == 0
+    model = hp.load(out)
+    direct = hp.from_n2p2(directory, units="ase")
+    atoms = Atoms("CCN", positions=[[0, 0, 0], [1.4, 0, 0], [2.6, 0.3, 0]])
+    a, b = model(hp.AtomicSystem.from_ase(atoms)), direct(hp.AtomicSystem.from_ase(atoms))
+    assert float(a["energy"][0]) == float(b["energy"][0])
+    assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "x.pt")]) == 2
