@@ -619,14 +619,120 @@ class SymmetryFunctions(nn.Module):
         out = out.index_add(0, channel, values)
         return out.reshape(n_atoms, n_el * self.n_radial_sets)
 
+    #: type-9 (wide) angular sets with integer zeta up to this value are summed through
+    #: per-atom moment tensors (O(neighbours) per atom); 0 always uses the triplet sum.
+    moment_max_zeta: int = 8
+
+    def _angular_plan(self):
+        """Split the Gaussian angular sets into moment-summable and triplet-summed ones (cached)."""
+        key = (self.n_angular_sets, int(self.moment_max_zeta))
+        plan = self.__dict__.get("_angular_plan_cache")
+        if plan is not None and plan[0] == key:
+            return plan[1]
+        rows = self.angular_params.detach().cpu().tolist()
+        moment, triplet = [], []
+        for k, (wide, eta, rs, rc, lam, zeta) in enumerate(rows):
+            ok = wide > 0.5 and float(zeta).is_integer() and 1 <= zeta <= self.moment_max_zeta and abs(lam) == 1.0
+            (moment if ok else triplet).append(k)
+        radial_keys = sorted({tuple(rows[k][1:4]) for k in moment})
+        lmax = max([int(rows[k][5]) for k in moment], default=0)
+        # multi-indices alpha (a, b, c), |alpha| = n <= lmax, multinomial weights n! / (a! b! c!)
+        alphas = [(a, b, n - a - b) for n in range(lmax + 1) for a in range(n, -1, -1) for b in range(n - a, -1, -1)]
+        weights = [math.factorial(sum(al)) / (math.factorial(al[0]) * math.factorial(al[1]) * math.factorial(al[2]))
+                   for al in alphas]
+        degree = [sum(al) for al in alphas]
+        # coefficients of (1 + lam c)^zeta 2^(1 - zeta) in powers c^n, and its value at c = 1
+        coef = torch.zeros(len(moment), lmax + 1, dtype=torch.float64)
+        diag = torch.zeros(len(moment), dtype=torch.float64)
+        for m, k in enumerate(moment):
+            lam, zeta = rows[k][4], int(rows[k][5])
+            for n in range(zeta + 1):
+                coef[m, n] = 2.0 ** (1 - zeta) * math.comb(zeta, n) * lam**n
+            diag[m] = 2.0 ** (1 - zeta) * (1.0 + lam) ** zeta
+        n_el = self.pair_slot.shape[0]
+        pa, pb = torch.zeros(self.n_pair_channels, dtype=torch.long), torch.zeros(self.n_pair_channels, dtype=torch.long)
+        for a in range(n_el):
+            for b in range(a, n_el):
+                pa[int(self.pair_slot[a, b])], pb[int(self.pair_slot[a, b])] = a, b
+        plan = {
+            "moment": moment, "triplet": triplet, "radial_keys": radial_keys, "lmax": lmax,
+            "radial_of_set": torch.tensor([radial_keys.index(tuple(rows[k][1:4])) for k in moment], dtype=torch.long),
+            "alphas": torch.tensor(alphas, dtype=torch.long).reshape(-1, 3),
+            "weights": torch.tensor(weights, dtype=torch.float64),
+            "degree": torch.tensor(degree, dtype=torch.long), "coef": coef, "diag": diag, "pa": pa, "pb": pb,
+        }
+        self.__dict__["_angular_plan_cache"] = (key, plan)
+        return plan
+
     def _angular(self, slots, graph: Graph, n_atoms: int, dtype) -> torch.Tensor:
+        plan = self._angular_plan()
+        device = graph.vectors.device
+        n_sets = self.n_angular_sets
+        if not plan["moment"]:
+            out = self._angular_triplets(slots, graph, n_atoms, dtype, list(range(n_sets)))
+            return out.reshape(n_atoms, self.n_pair_channels * n_sets)
+        parts = [(plan["moment"], self._angular_moments(slots, graph, n_atoms, dtype, plan))]
+        if plan["triplet"]:
+            parts.append((plan["triplet"], self._angular_triplets(slots, graph, n_atoms, dtype, plan["triplet"])))
+        sets = torch.tensor([k for idx, _ in parts for k in idx], dtype=torch.long, device=device)
+        values = torch.cat([v for _, v in parts], dim=2)  # [N, P, n_sets] in the order of `sets`
+        out = torch.empty_like(values).index_copy(2, sets, values)
+        return out.reshape(n_atoms, self.n_pair_channels * n_sets)
+
+    def _angular_moments(self, slots, graph: Graph, n_atoms: int, dtype, plan) -> torch.Tensor:
+        """Wide (type 9) angular sets with integer zeta through moment tensors, ``[N, P, S_m]``.
+
+        With unit vectors ``u_j`` and pair factors ``h_j = exp(-eta (r_ij - rs)^2) f_c(r_ij)``,
+        ``(1 + lam u_j.u_k)^zeta = sum_n C(zeta, n) lam^n (u_j.u_k)^n`` and
+        ``(u_j.u_k)^n = sum_{|alpha| = n} n!/alpha! u_j^alpha u_k^alpha``, so the sum over
+        neighbour pairs of elements (a, b) is ``sum_alpha w_alpha M_a^alpha M_b^alpha`` with
+        per-atom moments ``M_e^alpha = sum_{j in e} h_j u_j^alpha``: O(neighbours) per atom.
+        Same-element channels count each unordered pair once: (full sum - the ``j = k``
+        terms ``(1 + lam)^zeta h_j^2``) / 2.
+        """
+        device = graph.vectors.device
+        n_el = self.pair_slot.shape[0]
+        keys = torch.tensor(plan["radial_keys"], dtype=dtype, device=device)  # [R, 3]
+        eta, rs, rc = keys[:, 0], keys[:, 1], keys[:, 2]
+        r = graph.distances.unsqueeze(1)
+        h = torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, rc, self.cutoff_type, self.cutoff_alpha)  # [M, R]
+        u = graph.vectors / graph.distances.unsqueeze(1)
+        lmax = plan["lmax"]
+        alphas = plan["alphas"].to(device)
+        powers = [torch.ones_like(u)]
+        for _ in range(lmax):
+            powers.append(powers[-1] * u)
+        pw = torch.stack(powers, dim=2)  # [M, 3, lmax + 1]
+        mono = pw[:, 0, alphas[:, 0]] * pw[:, 1, alphas[:, 1]] * pw[:, 2, alphas[:, 2]]  # [M, A]
+        n_r, n_a = h.shape[1], mono.shape[1]
+        channel = graph.i * n_el + slots[graph.j]
+        moments = torch.zeros(n_atoms * n_el, n_r, n_a, dtype=dtype, device=device)
+        moments = moments.index_add(0, channel, h.unsqueeze(2) * mono.unsqueeze(1)).reshape(n_atoms, n_el, n_r, n_a)
+        diag_sum = torch.zeros(n_atoms * n_el, n_r, dtype=dtype, device=device)
+        diag_sum = diag_sum.index_add(0, channel, h * h).reshape(n_atoms, n_el, n_r)
+        pa, pb = plan["pa"].to(device), plan["pb"].to(device)
+        weighted = moments * plan["weights"].to(device=device, dtype=dtype)
+        prod = moments[:, pa] * weighted[:, pb]  # [N, P, R, A]
+        by_degree = torch.nn.functional.one_hot(plan["degree"].to(device), lmax + 1).to(dtype)  # [A, L+1]
+        powers_sum = prod @ by_degree  # [N, P, R, L+1]: sum_{j in a, k in b} h_j h_k (u_j.u_k)^n
+        r_of_set = plan["radial_of_set"].to(device)
+        coef = plan["coef"].to(device=device, dtype=dtype)  # [S_m, L+1]
+        full = (powers_sum[:, :, r_of_set, :] * coef).sum(-1)  # [N, P, S_m]
+        same = (pa == pb).to(dtype).view(1, -1, 1)
+        diag = diag_sum[:, pa][:, :, r_of_set] * plan["diag"].to(device=device, dtype=dtype)  # [N, P, S_m]
+        return full * (1.0 - 0.5 * same) - 0.5 * same * diag
+
+    def _angular_triplets(self, slots, graph: Graph, n_atoms: int, dtype, set_index) -> torch.Tensor:
+        """Gaussian angular sets ``set_index`` by the explicit triplet sum, ``[N, P, len(set_index)]``."""
         order = torch.argsort(graph.i, stable=True)
         centers = graph.i[order]
         vectors = graph.vectors[order]
         distances = graph.distances[order]
         neighbor_slot = slots[graph.j[order]]
         p, q = triplet_indices(centers, n_atoms)
-        params = self.angular_params.to(dtype)
+        all_params = self.angular_params[set_index]
+        params = all_params.to(dtype)
+        n_sets = params.shape[0]
         wide, eta, rs, rc, lam, zeta = (params[:, k] for k in range(6))
         # pair factors exp(-eta (r - rs)^2) f_c(r), [M, S]: the (ij, ik) part of every triplet
         r = distances.unsqueeze(1)
@@ -638,25 +744,21 @@ class SymmetryFunctions(nn.Module):
             r_jk = v_jk.norm(dim=1).unsqueeze(1)
             eta_n, rs_n, rc_n = eta[narrow_sets], rs[narrow_sets], rc[narrow_sets]
             k = torch.exp(-eta_n * (r_jk - rs_n) ** 2) * cutoff_function(r_jk, rc_n, self.cutoff_type, self.cutoff_alpha)
-            factor = torch.ones(1, self.n_angular_sets, dtype=dtype, device=k.device).expand(k.shape[0], -1)
+            factor = torch.ones(1, n_sets, dtype=dtype, device=k.device).expand(k.shape[0], -1)
             radial = radial * factor.index_copy(1, narrow_sets, k)
         cos = (vectors[p] * vectors[q]).sum(1) / (distances[p] * distances[q])
         # angular factor 2^(1-zeta) (1 + lambda cos)^zeta for each distinct (lambda, zeta)
-        combos = sorted({(float(a), float(b)) for a, b in zip(self.angular_params[:, 4].tolist(),
-                                                               self.angular_params[:, 5].tolist())})
+        lz = [(float(a), float(b)) for a, b in zip(all_params[:, 4].tolist(), all_params[:, 5].tolist())]
+        combos = sorted(set(lz))
         columns = [2.0 ** (1.0 - z) * torch.pow((1.0 + l * cos).clamp_min(0.0), z) for l, z in combos]
-        combo_of_set = torch.tensor(
-            [combos.index((float(a), float(b))) for a, b in zip(self.angular_params[:, 4].tolist(),
-                                                               self.angular_params[:, 5].tolist())],
-            device=cos.device,
-        )
+        combo_of_set = torch.tensor([combos.index(c) for c in lz], device=cos.device)
         angular = torch.stack(columns, dim=1)[:, combo_of_set]
         values = angular * radial
         pair_channel = self.pair_slot[neighbor_slot[p], neighbor_slot[q]]
         channel = centers[p] * self.n_pair_channels + pair_channel
-        out = torch.zeros(n_atoms * self.n_pair_channels, self.n_angular_sets, dtype=dtype, device=values.device)
+        out = torch.zeros(n_atoms * self.n_pair_channels, n_sets, dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
-        return out.reshape(n_atoms, self.n_pair_channels * self.n_angular_sets)
+        return out.reshape(n_atoms, self.n_pair_channels, n_sets)
 
     def _compact_radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype, weighted: bool = False,
                         numbers: Optional[torch.Tensor] = None) -> torch.Tensor:
