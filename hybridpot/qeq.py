@@ -399,6 +399,13 @@ class ChargeEquilibration(nn.Module):
         self.last_energy: Optional[torch.Tensor] = None
         self._iteration_logs: list = []
 
+    def __getstate__(self):
+        # the last call's results are graph tensors: not part of the model (copy, pickle, save)
+        state = dict(self.__dict__)
+        state["last_energy"] = None
+        state["_iteration_logs"] = []
+        return state
+
     def _preconditioner_kind(self) -> str:
         if self.preconditioner == "auto":
             return "kspace" if self.periodic_method == "pme" else "jacobi"

@@ -466,3 +466,21 @@ def test_kspace_preconditioner_spd_and_effective():
     assert nk < 0.6 * nj, (nk, nj)
     with pytest.raises(ValueError, match="needs periodic_method='pme'"):
         make_qeq(solver="matrix_free", preconditioner="kspace", periodic_method="ewald")
+
+
+def test_model_copies_and_saves_after_a_call(tmp_path):
+    """The cached E_QEq of the last call (a graph tensor) does not stop copy.deepcopy or hp.save."""
+    import copy
+
+    from ase import Atoms
+
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=3)
+    qeq = hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(4,))
+    model = hp.HybridPotential(charges=qeq, electrostatics=hp.Electrostatics()).double()
+    atoms = Atoms("NaCl", positions=[[0, 0, 0], [2.5, 0, 0]])
+    q = model(hp.AtomicSystem.from_ase(atoms))["charges"]
+    assert qeq.last_energy is not None and qeq.last_energy.requires_grad
+    clone = copy.deepcopy(model)
+    hp.save(model, tmp_path / "m.pt")
+    for other in (clone, hp.load(tmp_path / "m.pt")):
+        torch.testing.assert_close(other(hp.AtomicSystem.from_ase(atoms))["charges"], q)
