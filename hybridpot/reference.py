@@ -20,7 +20,8 @@ It holds Na_nCl_n (charge 0) and Na_{n+1}Cl_n (charge +1, closed shell, and char
 doublet: the same composition with two total charges, which a 2G potential cannot tell
 apart) clusters of several sizes, each from random connected starting geometries:
 the random geometry itself, its tight-binding relaxation, rattled copies of it and snapshots
-of short Langevin MD at high temperature, plus the NaCl dimer scan from 1.8 to 10 Å.
+of short Langevin MD at high temperature, plus the NaCl dimer scan from 1.8 to 10 Å, and close
+contacts (Na2 and Cl2 scans, compressed clusters) so that trained models see the repulsive wall.
 """
 
 from __future__ import annotations
@@ -309,6 +310,8 @@ def generate_nacl_dataset(
     md_interval: int = 10,
     md_temperatures: Tuple[float, float] = (600.0, 1200.0),
     dimer_points: int = 60,
+    n_compressed: int = 6,
+    like_dimer_points: int = 20,
     method: str = DEFAULT_METHOD,
     electronic_temperature: float = DEFAULT_ELECTRONIC_TEMPERATURE,
     progress: bool = True,
@@ -318,7 +321,9 @@ def generate_nacl_dataset(
     Per composition and start: the random connected cluster, its relaxation, ``n_rattles``
     rattled copies of the relaxed cluster (sigma 0.03-0.15 Å) and ``n_md`` Langevin MD
     snapshots at a temperature drawn from ``md_temperatures`` (K). All random numbers come
-    from ``numpy.random.default_rng(seed)``.
+    from ``numpy.random.default_rng(seed)``. Then close contacts from
+    ``numpy.random.default_rng(seed + 1)``: Na2 and Cl2 scans (1.8-6 Å, ``like_dimer_points``
+    each) and ``n_compressed`` compressed random clusters per composition.
     """
     from tqdm.auto import tqdm
 
@@ -351,6 +356,20 @@ def generate_nacl_dataset(
                 geometries.append(snap)
             bar.update()
     bar.close()
+    # close contacts, so that a model learns the repulsive wall (without them, MD with a
+    # trained model can fall into unphysical like-ion collapse): Na2 and Cl2 scans and
+    # compressed random clusters (ions 1.7-2.6 Å apart, like ions down to 1.9 Å). A separate
+    # generator (seed + 1) keeps everything above identical to datasets made without them.
+    rng_close = np.random.default_rng(seed + 1)
+    for symbols in ("Na2", "Cl2"):
+        for a in dimer_scan(1.8, 6.0, like_dimer_points, symbols=symbols):
+            a.info.update(charge=0.0, source=f"dimer_scan_{symbols}")
+            geometries.append(a)
+    for n_na, n_cl, q in compositions:
+        for k in range(n_compressed):
+            a = random_cluster(n_na, n_cl, rng_close, bond=(2.0, 2.6), min_distance=1.7, like_min_distance=1.9)
+            a.info.update(charge=float(q), composition=f"Na{n_na}Cl{n_cl}", start=k, source="compressed")
+            geometries.append(a)
     labelled = []
     for atoms in tqdm(geometries, desc=f"{method} single points", disable=not progress):
         labelled.append(compute_reference(atoms, method=method, electronic_temperature=electronic_temperature))
@@ -384,7 +403,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kwargs = dict(seed=args.seed, method=args.method, electronic_temperature=args.electronic_temperature,
                   n_starts=args.starts, n_md=args.md, n_rattles=args.rattles)
     if args.quick:
-        kwargs.update(compositions=((2, 2, 0), (2, 1, 1)), n_starts=1, n_md=2, n_rattles=1, dimer_points=5)
+        kwargs.update(compositions=((2, 2, 0), (2, 1, 1)), n_starts=1, n_md=2, n_rattles=1, dimer_points=5,
+                      n_compressed=1, like_dimer_points=3)
     images = generate_nacl_dataset(**kwargs)
     write_dataset(images, args.output)
     energies = np.array([a.get_potential_energy() for a in images])

@@ -26,7 +26,7 @@ def dataset():
 def test_shipped_file_is_small_and_loads(dataset):
     path = nacl_clusters_path()
     assert path.exists() and path.stat().st_size < 5e6
-    assert 200 <= len(dataset) <= 1000
+    assert 300 <= len(dataset) <= 1000
     assert (path.parent / "README.md").exists()
 
 
@@ -42,8 +42,11 @@ def test_shipped_fields_are_consistent(dataset):
         # Mulliken charges add up to the total charge; forces of an isolated cluster add up to zero
         assert q.sum() == pytest.approx(q_total, abs=1e-6)
         assert np.abs(f.sum(axis=0)).max() < 1e-4 * max(1.0, np.abs(f).max())
-        # Na positive, Cl negative, as for any sensible charge model of NaCl
-        assert (q[atoms.numbers == 11] > 0).all() and (q[atoms.numbers == 17] < 0).all()
+        # Na positive, Cl negative, as for any sensible charge model of NaCl; homonuclear dimers neutral
+        if len(set(atoms.numbers)) == 2:
+            assert (q[atoms.numbers == 11] > 0).all() and (q[atoms.numbers == 17] < 0).all()
+        else:
+            assert np.abs(q).max() < 1e-6
         assert atoms.info["multiplicity"] == multiplicity(atoms.numbers, q_total)
         assert not atoms.pbc.any()
         d = atoms.get_all_distances() + np.eye(len(atoms)) * 10
@@ -64,7 +67,11 @@ def test_shipped_dataset_covers_sizes_charges_and_the_dimer_scan(dataset):
     r_sorted = np.sort(r)
     assert 2.0 < r_sorted[np.argmin(e)] < 3.0 and e[-1] - e.min() > 1.0
     sources = Counter(str(a.info["source"]).split("_")[0] for a in dataset)
-    assert {"dimer", "random", "relaxed", "rattle", "md"} <= set(sources)
+    assert {"dimer", "random", "relaxed", "rattle", "md", "compressed"} <= set(sources)
+    # close contacts are present (a trained model must see the repulsive wall)
+    for sym in ("Na2", "Cl2"):
+        like = [a for a in dataset if a.info["source"] == f"dimer_scan_{sym}"]
+        assert len(like) >= 10 and min(a.get_distance(0, 1) for a in like) == pytest.approx(1.8)
 
 
 def test_hybridpot_io_reads_the_shipped_file(dataset):
