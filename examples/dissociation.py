@@ -90,7 +90,8 @@ def main(argv=None):
     }
     results = {name: curve(model, r, **kw) for name, kw in cases.items()}
 
-    scan = sorted(load_nacl_clusters(source="dimer_scan"), key=lambda a: a.get_distance(0, 1))
+    scan = [a for a in load_nacl_clusters() if a.info["source"] == "dimer_scan"]  # NaCl (not Na2, Cl2)
+    scan = sorted(scan, key=lambda a: a.get_distance(0, 1))
     r_ref = np.array([a.get_distance(0, 1) for a in scan])
     e_ref = np.array([a.get_potential_energy() for a in scan])
     e_model_at_10 = np.interp(r_ref[-1], r, results["NaCl, QEq over the molecule"][0])
