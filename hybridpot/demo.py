@@ -146,7 +146,7 @@ def _dimer_curve(models, scan, output: Path, n_points: int = 200) -> Dict[str, o
     for kind, e in curves.items():
         color, ls = styles.get(kind, (None, "-"))
         ax1.plot(r_model, e - shift, color=color, ls=ls, label=kind)
-    cutoff = max(float(m.cutoff) for m in models.values() if m.short_range is not None)
+    cutoff = max(float(m.short_range.cutoff) for m in models.values() if m.short_range is not None)
     for ax in (ax1, ax2):
         ax.axvline(cutoff, color="0.6", lw=0.8, ls=":")
     ax1.text(cutoff + 0.1, 0.92, "short-range cutoff", transform=ax1.get_xaxis_transform(), fontsize=8, color="0.4")
