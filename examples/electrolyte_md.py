@@ -14,7 +14,10 @@ the neighbour list is reused between steps (Verlet skin 0.5 Å).
 
 Caveat: the demo model was trained on gas-phase Na_nCl_m clusters (GFN1-xTB), not on the melt.
 This script shows the workflow (periodic 4G model, ASE MD, RDFs, drift); it is not a
-validated molten-salt potential.
+validated molten-salt potential. With the demo model (seed 0) the melt heated to ~2300 K in
+200 Langevin steps and Cl-Cl pairs collapsed (first Cl-Cl RDF peak at 0.3 Å): the script warns
+when ions come closer than 1.5 Å. Train on periodic data of the melt (``hybridpot.reference``
+computes periodic GFN1-xTB energies, forces and stress) before using it for physics.
 """
 
 from __future__ import annotations
@@ -111,6 +114,10 @@ def main(argv=None):
           f"max |E - E0| {np.abs(energies - energies[0]).max() * 1000:.3f} meV/atom, "
           f"max |sum q - 0| {np.abs(charges).max():.1e} e, neighbour-list builds {atoms.calc.n_neighbor_builds}")
 
+    closest = min(get_distances(f.positions, cell=f.cell, pbc=f.pbc)[1][np.triu_indices(len(f), 1)].min() for f in frames)
+    if closest < 1.5:
+        print(f"WARNING: two ions came {closest:.2f} Å close: the model has left its training domain (a hole in "
+              "the learned energy). Train on data of the melt before trusting these results.")
     r_max = 0.5 * min(atoms.cell.lengths())
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     numbers = atoms.get_atomic_numbers()
