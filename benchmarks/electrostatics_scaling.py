@@ -98,7 +98,10 @@ def main(argv=None):
     parser.add_argument("--error-n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default="benchmarks/electrostatics_scaling.png")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     variants = [(int(v.split(":")[0]), v.split(":")[1]) for v in args.pme_variants]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, accuracy {args.accuracy:g}, "
           f"real-space cutoff {args.cutoff} Å, Gaussian widths 1 Å")

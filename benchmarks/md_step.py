@@ -1,0 +1,143 @@
+"""Full hybrid model MD step (energy, forces, QEq) for molten NaCl, N = 512 ... 32768.
+
+Model (untrained weights; the cost does not depend on their values): 4G hybrid =
+short range (default symmetry functions, r_c 6 Å, 25x25 networks, charge input) +
+ChargeEquilibration (15x15 electronegativity networks, matrix-free PME CG with the k-space
+preconditioner from 1000 atoms, dense below; cg_tol 1e-6) + Electrostatics (PME,
+accuracy 1e-5, real-space cutoff 8 Å) + Dispersion (BJ-damped C6, cutoff 8 Å). System:
+Na/Cl at molten-salt density 0.032 atoms/Å^3 (jittered cubic lattice).
+
+One "MD step" = one model call computing energy and forces with the neighbour list reused
+(as in MD with a Verlet skin, :class:`hybridpot.HybridCalculator`); the neighbour-list
+build (8 Å + 0.5 Å skin) is timed separately. Each size runs in its own subprocess so that
+the peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) belongs to that
+size only; the baseline RSS after imports is subtracted for the per-atom figure.
+
+Output: N, s/step (median of ``--repeats`` after one warm-up), µs/atom/step, ns/day at a
+1 fs time step, neighbour-list time, CG iterations, peak RSS and MB per 1000 atoms.
+
+Usage: python benchmarks/md_step.py [--sizes 512 4096 32768] [--dtype float64] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SOLVER = "auto"
+SIDES = {512: 8, 1000: 10, 1728: 12, 4096: 16, 8000: 20, 17576: 26, 32768: 32}
+
+
+def build_model(dtype):
+    import hybridpot as hp
+
+    torch.manual_seed(0)
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=6.0)
+    model = hp.HybridPotential(
+        short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(25, 25), use_charges=True),
+        charges=hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(15, 15), cg_tol=1e-6, solver=SOLVER, accuracy=1e-5,
+                                       real_space_cutoff=8.0, hardness={11: 4.0, 17: 3.0}, sigma=1.0),
+        electrostatics=hp.Electrostatics(method="pme", accuracy=1e-5, real_space_cutoff=8.0),
+        dispersion=hp.Dispersion(["Na", "Cl"], cutoff=8.0),
+    )
+    return model.to(dtype)
+
+
+def single(n: int, dtype_name: str, repeats: int) -> dict:
+    import hybridpot as hp
+
+    from short_range_scaling import liquid
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    dtype = getattr(torch, dtype_name)
+    model = build_model(dtype)
+    atoms = liquid(n)
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)
+    t0 = time.perf_counter()
+    nl = hp.compute_neighbors(system, model.cutoff + 0.5)
+    t_nl = time.perf_counter() - t0
+    call = lambda: model(system, compute_stress=False, neighbors=nl)
+    call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    info = getattr(model.charges, "last_info", None) or {}
+    iters = info.get("iterations") if isinstance(info, dict) else None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"N": len(atoms), "step_s": t, "nl_s": t_nl, "cg_iterations": iters, "peak_rss_mb": peak / 1024,
+            "base_rss_mb": base / 1024, "max_force": float(out["forces"].abs().max())}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1000, 4096, 8000, 17576, 32768])
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--plot", default="benchmarks/md_step.png")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.single is not None:
+        print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats)))
+        return
+    for n in args.sizes:
+        if n not in SIDES:
+            raise ValueError(f"size {n} is not a cube of an even side; choose from {sorted(SIDES)}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, CPU; 4G NaCl model "
+          f"(QEq + PME 1e-5, r_c 8 Å, dispersion)")
+    print(f"{'N':>7} {'s/step':>8} {'us/atom/step':>13} {'ns/day@1fs':>11} {'NL s':>7} {'peak RSS MB':>12} "
+          f"{'MB/1000 atoms':>14}")
+    rows = []
+    here = Path(__file__).resolve().parent
+    for n in args.sizes:
+        res = subprocess.run([sys.executable, str(here / "md_step.py"), "--single", str(n), "--dtype", args.dtype,
+                              "--repeats", str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True, cwd=here)
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+        if res.returncode != 0 or not line:
+            print(f"{n:>7} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+            continue
+        r = json.loads(line[0][7:])
+        r["us_atom"] = r["step_s"] / r["N"] * 1e6
+        r["ns_day"] = 86400.0 / r["step_s"] * 1e-6  # 1 fs per step: steps/day * 1e-6 ns
+        r["mb_per_1000"] = (r["peak_rss_mb"] - r["base_rss_mb"]) / r["N"] * 1000
+        rows.append(r)
+        print(f"{r['N']:>7} {r['step_s']:>8.3f} {r['us_atom']:>13.1f} {r['ns_day']:>11.4f} {r['nl_s']:>7.3f} "
+              f"{r['peak_rss_mb']:>12.0f} {r['mb_per_1000']:>14.1f}", flush=True)
+    if args.plot and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+        n = [r["N"] for r in rows]
+        a1.loglog(n, [r["us_atom"] for r in rows], "o-")
+        a1.set_xlabel("atoms N")
+        a1.set_ylabel("µs / atom / step")
+        a1.set_title("4G NaCl MD step (E, F, QEq), CPU")
+        a2.semilogx(n, [r["mb_per_1000"] for r in rows], "s-")
+        a2.set_xlabel("atoms N")
+        a2.set_ylabel("peak RSS above baseline (MB / 1000 atoms)")
+        for a in (a1, a2):
+            a.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
