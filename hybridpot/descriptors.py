@@ -609,11 +609,25 @@ class SymmetryFunctions(nn.Module):
             features = features * self.element_feature_mask[slots].to(dtype)
         return features
 
+    def _cutoff_columns(self, r: torch.Tensor, rc: torch.Tensor, dtype) -> torch.Tensor:
+        """``f_c(r; rc_s)`` for every set ``s`` ``[M, S]``, evaluated once per distinct cutoff."""
+        key = tuple(rc.detach().cpu().tolist())
+        cache = self.__dict__.setdefault("_cutoff_plan_cache", {})
+        if key not in cache:
+            unique = sorted(set(key))
+            cache[key] = (unique, [unique.index(v) for v in key])
+        unique, inverse = cache[key]
+        if len(unique) == 1:
+            return cutoff_function(r, unique[0], self.cutoff_type, self.cutoff_alpha)  # [M, 1], broadcasts
+        rcu = torch.tensor(unique, dtype=dtype, device=r.device)
+        fc = cutoff_function(r, rcu, self.cutoff_type, self.cutoff_alpha)
+        return fc[:, torch.tensor(inverse, device=r.device)]
+
     def _radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
         params = self.radial_params.to(dtype)
-        eta, rs, rc = params[:, 0], params[:, 1], params[:, 2]
+        eta, rs = params[:, 0], params[:, 1]
         r = graph.distances.unsqueeze(1)  # [M, 1]
-        values = torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, rc, self.cutoff_type, self.cutoff_alpha)
+        values = torch.exp(-eta * (r - rs) ** 2) * self._cutoff_columns(r, self.radial_params[:, 2], dtype)
         channel = graph.i * n_el + slots[graph.j]
         out = torch.zeros(n_atoms * n_el, self.n_radial_sets, dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
@@ -695,7 +709,7 @@ class SymmetryFunctions(nn.Module):
         keys = torch.tensor(plan["radial_keys"], dtype=dtype, device=device)  # [R, 3]
         eta, rs, rc = keys[:, 0], keys[:, 1], keys[:, 2]
         r = graph.distances.unsqueeze(1)
-        h = torch.exp(-eta * (r - rs) ** 2) * cutoff_function(r, rc, self.cutoff_type, self.cutoff_alpha)  # [M, R]
+        h = torch.exp(-eta * (r - rs) ** 2) * self._cutoff_columns(r, keys[:, 2], dtype)  # [M, R]
         u = graph.vectors / graph.distances.unsqueeze(1)
         lmax = plan["lmax"]
         alphas = plan["alphas"].to(device)
@@ -703,7 +717,8 @@ class SymmetryFunctions(nn.Module):
         for _ in range(lmax):
             powers.append(powers[-1] * u)
         pw = torch.stack(powers, dim=2)  # [M, 3, lmax + 1]
-        mono = pw[:, 0, alphas[:, 0]] * pw[:, 1, alphas[:, 1]] * pw[:, 2, alphas[:, 2]]  # [M, A]
+        mono = (pw[:, 0].index_select(1, alphas[:, 0]) * pw[:, 1].index_select(1, alphas[:, 1])
+                * pw[:, 2].index_select(1, alphas[:, 2]))  # [M, A]
         n_r, n_a = h.shape[1], mono.shape[1]
         channel = graph.i * n_el + slots[graph.j]
         moments = torch.zeros(n_atoms * n_el, n_r, n_a, dtype=dtype, device=device)
