@@ -4,7 +4,7 @@ Model (untrained weights; the cost does not depend on their values): 4G hybrid =
 short range (default symmetry functions, r_c 6 Å, 25x25 networks, charge input) +
 ChargeEquilibration (15x15 electronegativity networks, matrix-free PME CG with the k-space
 preconditioner from 1000 atoms, dense below; cg_tol 1e-6) + Electrostatics (PME,
-accuracy 1e-5, real-space cutoff 8 Å) + Dispersion (BJ-damped C6, cutoff 8 Å). System:
+accuracy ``--accuracy``, default 1e-4, real-space cutoff 8 Å) + Dispersion (BJ-damped C6, cutoff 8 Å). System:
 Na/Cl at molten-salt density 0.032 atoms/Å^3 (jittered cubic lattice).
 
 One "MD step" = one model call computing energy and forces with the neighbour list reused
@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 SOLVER = "auto"
+ACCURACY = 1e-4
 SIDES = {512: 8, 1000: 10, 1728: 12, 4096: 16, 8000: 20, 17576: 26, 32768: 32}
 
 
@@ -43,9 +44,9 @@ def build_model(dtype):
     desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=6.0)
     model = hp.HybridPotential(
         short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(25, 25), use_charges=True),
-        charges=hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(15, 15), cg_tol=1e-6, solver=SOLVER, accuracy=1e-5,
+        charges=hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(15, 15), cg_tol=1e-6, solver=SOLVER, accuracy=ACCURACY,
                                        real_space_cutoff=8.0, hardness={11: 4.0, 17: 3.0}, sigma=1.0),
-        electrostatics=hp.Electrostatics(method="pme", accuracy=1e-5, real_space_cutoff=8.0),
+        electrostatics=hp.Electrostatics(method="pme", accuracy=ACCURACY, real_space_cutoff=8.0),
         dispersion=hp.Dispersion(["Na", "Cl"], cutoff=8.0),
     )
     return model.to(dtype)
@@ -84,12 +85,15 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1000, 4096, 8000, 17576, 32768])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--accuracy", type=float, default=1e-4, help="Ewald/PME and QEq accuracy")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--plot", default="benchmarks/md_step.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global ACCURACY
+    ACCURACY = args.accuracy
     if args.single is not None:
         print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats)))
         return
@@ -97,14 +101,14 @@ def main(argv=None):
         if n not in SIDES:
             raise ValueError(f"size {n} is not a cube of an even side; choose from {sorted(SIDES)}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, CPU; 4G NaCl model "
-          f"(QEq + PME 1e-5, r_c 8 Å, dispersion)")
+          f"(QEq + PME accuracy {args.accuracy:g}, r_c 8 Å, dispersion)")
     print(f"{'N':>7} {'s/step':>8} {'us/atom/step':>13} {'ns/day@1fs':>11} {'NL s':>7} {'peak RSS MB':>12} "
           f"{'MB/1000 atoms':>14}")
     rows = []
     here = Path(__file__).resolve().parent
     for n in args.sizes:
         res = subprocess.run([sys.executable, str(here / "md_step.py"), "--single", str(n), "--dtype", args.dtype,
-                              "--repeats", str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True, cwd=here)
+                              "--repeats", str(args.repeats), "--threads", str(args.threads), "--accuracy", str(args.accuracy)], capture_output=True, text=True, cwd=here)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode != 0 or not line:
             print(f"{n:>7} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
