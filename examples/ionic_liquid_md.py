@@ -1,0 +1,250 @@
+"""A small ionic-liquid-like box with per-ion fragment charges: Langevin, then NVE, energy drift.
+
+Usage::
+
+    hybridpot demo                      # trains hybridpot_demo/model_4G.pt (a few minutes)
+    python examples/ionic_liquid_md.py [--model hybridpot_demo/model_4G.pt] [--pairs 4] [--steps 200]
+
+Without a model file a small 4G model is trained on the shipped NaCl data first.
+
+What it is
+----------
+A toy "ionic liquid" made of molecular ions the demo's 4G model knows: linear [Na-Cl-Na]+ cations
+(the relaxed Na2Cl+ cluster of the shipped GFN1-xTB data) and Cl- anions, ``--pairs`` ion pairs
+on a rock-salt arrangement of ion sites (each cation randomly oriented) in a periodic cubic box
+(``--no-pbc``: the same ions as a finite droplet). Each ion is a **fragment** with a fixed
+charge: ``atoms.info["fragments"]`` lists the atoms of each ion and
+``atoms.info["fragment_charges"]`` is +1 for each cation and -1 for each anion. Charge
+equilibration then distributes charge only *within* each ion (one Lagrange multiplier per
+fragment), so no charge flows between ions, as one assumes for a classical ionic-liquid force
+field. The script runs Langevin dynamics (``--temperature``, default 300 K) and then NVE, and
+prints the temperature, the NVE energy drift (meV/atom/ps), the largest |E - E0|, the largest
+deviation of any ion's charge from its +-1, and the number of neighbour-list rebuilds.
+
+What it is not
+--------------
+* Not a real ionic liquid ([EMIM][BF4] etc.): the demo model only knows Na and Cl, and was trained
+  on gas-phase Na_nCl_m clusters with total charge 0 and +1 (no periodic data, no isolated anion,
+  no condensed phase). The box is an extrapolation: read the output as the workflow (a 4G model
+  with per-fragment charge constraints in periodic ASE MD, Langevin then NVE), not as physics.
+* The fragment assignment is fixed at the start: if a Cl- binds to a cation in the melt the
+  constraints still force +1/-1 on the original ions (there is no bond topology update).
+  The script reports the shortest Na-Cl distance between different ions and warns when any two
+  atoms come closer than 1.5 Å (a hole in the learned energy, as seen in ``electrolyte_md.py``).
+* The energy drift measures integration quality and the consistency of forces with the energy
+  (they are exact gradients, including through the constrained charges), not model accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.constraints import FixCom
+from ase.geometry import get_distances
+from ase.md.langevin import Langevin
+from ase.md.verlet import VelocityVerlet
+
+import hybridpot as hp
+
+
+def get_model(path: str, output: Path):
+    if Path(path).exists():
+        return hp.load(path)
+    print(f"{path} not found: training a small 4G model first")
+    from dataclasses import replace
+
+    from hybridpot.demo import FULL, run_demo
+
+    run_demo(output / "training", settings=replace(FULL, epochs_2g=1, charge_epochs_4g=20, epochs_4g=60, md_steps=10))
+    return hp.load(output / "training" / "model_4G.pt")
+
+
+def cation_geometry() -> np.ndarray:
+    """Na, Cl, Na positions (Å) of the relaxed Na2Cl+ cluster of the shipped data, centred."""
+    from hybridpot.data import load_nacl_clusters
+
+    cation = next(a for a in load_nacl_clusters() if a.info.get("source") == "relaxed"
+                  and a.info.get("composition") == "Na2Cl1" and float(a.info["charge"]) == 1.0)
+    pos = cation.positions[np.argsort(cation.numbers == 17, kind="stable")]  # Na, Na, Cl
+    pos = pos[[0, 2, 1]]  # Na, Cl, Na
+    return pos - pos[1]
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def build_box(n_pairs: int, spacing: float, rng: np.random.Generator, pbc: bool = True) -> Atoms:
+    """``n_pairs`` [Na2Cl]+ Cl- pairs on alternating sites of a cubic grid; fragments in ``info``.
+
+    Parameters
+    ----------
+    n_pairs : int
+        Number of ion pairs; 2 * n_pairs must be a perfect cube of an even number (4, 32, 108, ...).
+    spacing : float
+        Distance between neighbouring ion sites (Å).
+    """
+    n_side = round((2 * n_pairs) ** (1 / 3))
+    if n_side**3 != 2 * n_pairs or n_side % 2:
+        raise ValueError(f"2 * pairs must be the cube of an even number (pairs = 4, 32, 108, ...), got {n_pairs}")
+    cation = cation_geometry()
+    symbols, positions, fragments, charges = [], [], [], []
+    for idx in np.ndindex(n_side, n_side, n_side):
+        site = spacing * (np.array(idx) + 0.5)
+        start = len(symbols)
+        if sum(idx) % 2 == 0:
+            symbols += ["Na", "Cl", "Na"]
+            positions += list(site + cation @ random_rotation(rng).T)
+            fragments.append([start, start + 1, start + 2])
+            charges.append(1.0)
+        else:
+            symbols.append("Cl")
+            positions.append(site)
+            fragments.append([start])
+            charges.append(-1.0)
+    atoms = Atoms(symbols, positions=positions, cell=[spacing * n_side] * 3, pbc=pbc)
+    atoms.info["charge"] = 0.0
+    atoms.info["fragments"] = fragments
+    atoms.info["fragment_charges"] = charges
+    return atoms
+
+
+def ion_charge_error(atoms: Atoms) -> float:
+    """Largest |sum of charges of an ion - its target charge| (e)."""
+    q = atoms.get_charges()
+    return max(abs(q[f].sum() - qf) for f, qf in zip(atoms.info["fragments"], atoms.info["fragment_charges"]))
+
+
+def closest_contacts(atoms: Atoms):
+    """Shortest distance between any two atoms, and between atoms of different ions (Å)."""
+    _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    ion = np.empty(len(atoms), dtype=int)
+    for k, f in enumerate(atoms.info["fragments"]):
+        ion[f] = k
+    off = ~np.eye(len(atoms), dtype=bool)
+    return d[off].min(), d[ion[:, None] != ion[None, :]].min()
+
+
+class Collapse(RuntimeError):
+    """Two atoms came closer than :data:`COLLAPSE_DISTANCE`."""
+
+
+#: closest approach (Å) at which the run is stopped: far below any Na-Cl, Na-Na or Cl-Cl distance
+#: of the training data (>= 1.7 Å), i.e. the trajectory has fallen into a hole of the learned energy
+COLLAPSE_DISTANCE = 1.0
+
+
+def check_contacts(atoms: Atoms) -> None:
+    _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    np.fill_diagonal(d, np.inf)
+    i, j = np.unravel_index(np.argmin(d), d.shape)
+    if d[i, j] < COLLAPSE_DISTANCE:
+        ion = {a: k for k, f in enumerate(atoms.info["fragments"]) for a in f}
+        where = "in the same ion" if ion[i] == ion[j] else "in different ions"
+        raise Collapse(f"atoms {i} ({atoms.symbols[i]}) and {j} ({atoms.symbols[j]}), {where}, are {d[i, j]:.2f} Å apart")
+
+
+def write_structure(atoms: Atoms, path: Path) -> None:
+    """extxyz with the ion of each atom as per-atom arrays ``ion`` and ``ion_charge`` (extxyz cannot
+    store the ragged ``info["fragments"]`` list)."""
+    out = atoms.copy()
+    out.calc = None
+    fragments, charges = out.info.pop("fragments"), out.info.pop("fragment_charges")
+    ion, ion_charge = np.empty(len(out), dtype=int), np.empty(len(out))
+    for k, (members, q) in enumerate(zip(fragments, charges)):
+        ion[members], ion_charge[members] = k, q
+    out.new_array("ion", ion)
+    out.new_array("ion_charge", ion_charge)
+    out.write(path)
+
+
+def report_collapse(exc: Exception, stage: str, step: int, atoms: Atoms, output: Path):
+    write_structure(atoms, output / "collapsed.extxyz")
+    print(f"STOPPED in {stage} at step {step}: {exc}. The model has left its training domain (gas-phase "
+          f"clusters) and fell into a hole of the learned energy; structure in {output / 'collapsed.extxyz'}. "
+          "Try a lower --temperature, or train on data of the condensed phase.")
+    return {"collapsed": True, "stage": stage, "step": int(step)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="toy ionic liquid [Na2Cl]+ Cl- with per-ion fragment charges")
+    parser.add_argument("--model", default="hybridpot_demo/model_4G.pt")
+    parser.add_argument("--output", default="ionic_liquid")
+    parser.add_argument("--pairs", type=int, default=4, help="ion pairs (4, 32, ...; default 4 = 16 atoms)")
+    parser.add_argument("--spacing", type=float, default=4.6, help="distance between ion sites (Å)")
+    parser.add_argument("--steps", type=int, default=500, help="Langevin steps, and as many NVE steps")
+    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
+    parser.add_argument("--temperature", type=float, default=300.0, help="Langevin temperature (K)")
+    parser.add_argument("--no-pbc", action="store_true", help="a finite droplet instead of a periodic box")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model = get_model(args.model, output)
+    if model.charges is None:
+        raise SystemExit("this example needs a 4G model (with a charge model)")
+
+    rng = np.random.default_rng(args.seed)
+    atoms = build_box(args.pairs, args.spacing, rng, pbc=not args.no_pbc)
+    atoms.calc = hp.HybridCalculator(model, skin=0.5)
+    print(f"{args.pairs} x [Na2Cl]+ Cl-: {len(atoms)} atoms, {'periodic box' if atoms.pbc.all() else 'droplet'} "
+          f"{atoms.cell.lengths()[0]:.2f} Å; fragments: {len(atoms.info['fragments'])} ions with charges +1/-1")
+    q0 = atoms.get_charges()
+    print(f"start: E = {atoms.get_potential_energy():.3f} eV, QEq charge of the central Cl of a cation "
+          f"{q0[1]:+.3f} e, of a Cl- {q0[3]:+.3f} e, max |ion charge - target| {ion_charge_error(atoms):.1e} e")
+
+    t0 = time.time()
+    atoms.set_constraint(FixCom())
+    langevin = Langevin(atoms, timestep=args.timestep * units.fs, temperature_K=args.temperature,
+                        friction=0.02 / units.fs, fixcm=False, rng=np.random.RandomState(args.seed))
+    langevin.attach(lambda: check_contacts(atoms), interval=5)
+    try:
+        langevin.run(args.steps)
+    except Collapse as exc:
+        return report_collapse(exc, "Langevin", langevin.nsteps, atoms, output)
+    print(f"Langevin: {args.steps} steps in {time.time() - t0:.0f} s, T = {atoms.get_temperature():.0f} K")
+
+    energies, ion_errors, temps, min_all, min_inter = [], [], [], [], []
+    nve = VelocityVerlet(atoms, timestep=args.timestep * units.fs)
+
+    def record():
+        energies.append(atoms.get_total_energy())
+        ion_errors.append(ion_charge_error(atoms))
+        temps.append(atoms.get_temperature())
+        a, b = closest_contacts(atoms)
+        min_all.append(a)
+        min_inter.append(b)
+
+    nve.attach(record, interval=1)
+    record()
+    nve.attach(lambda: check_contacts(atoms), interval=1)
+    t0 = time.time()
+    try:
+        nve.run(args.steps)
+    except Collapse as exc:
+        return report_collapse(exc, "NVE", nve.nsteps, atoms, output)
+    e = np.array(energies) / len(atoms)
+    t_ps = np.arange(len(e)) * args.timestep * 1e-3
+    drift = np.polyfit(t_ps, e, 1)[0]
+    print(f"NVE: {args.steps} steps in {time.time() - t0:.0f} s, mean T {np.mean(temps):.0f} K; "
+          f"energy drift {drift * 1000:.3f} meV/atom/ps, max |E - E0| {np.abs(e - e[0]).max() * 1000:.3f} meV/atom")
+    print(f"max |ion charge - target| along NVE: {max(ion_errors):.1e} e; "
+          f"neighbour-list builds: {atoms.calc.n_neighbor_builds}")
+    print(f"closest contact: {min(min_all):.2f} Å (any two atoms), {min(min_inter):.2f} Å (atoms of different ions)")
+    if min(min_all) < 1.5:
+        print("WARNING: two atoms came closer than 1.5 Å: the model has left its training domain "
+              "(gas-phase clusters); do not trust this trajectory.")
+    write_structure(atoms, output / "final.extxyz")
+    print(f"final structure: {output / 'final.extxyz'}")
+    return {"collapsed": False, "drift_meV_per_atom_per_ps": float(drift * 1000), "max_ion_charge_error_e": float(max(ion_errors)),
+            "max_abs_dE_meV_per_atom": float(np.abs(e - e[0]).max() * 1000)}
+
+
+if __name__ == "__main__":
+    main()
