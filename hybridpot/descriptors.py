@@ -626,9 +626,23 @@ class SymmetryFunctions(nn.Module):
     def _radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
         params = self.radial_params.to(dtype)
         eta, rs = params[:, 0], params[:, 1]
-        r = graph.distances.unsqueeze(1)  # [M, 1]
+        # the list holds both directions of every pair: evaluate each unordered pair once and
+        # add it to both atoms (i < j, or i == j with the first non-zero shift positive)
+        i, j, sh = graph.i, graph.j, graph.shifts
+        first_nonzero = torch.where(sh[:, 0] != 0, sh[:, 0], torch.where(sh[:, 1] != 0, sh[:, 1], sh[:, 2]))
+        keep = torch.nonzero((i < j) | ((i == j) & (first_nonzero > 0))).flatten()
+        if 2 * keep.shape[0] != i.shape[0]:  # not a symmetric full list: every entry as given
+            keep = None
+        if keep is None:
+            r = graph.distances.unsqueeze(1)
+            channel = i * n_el + slots[j]
+        else:
+            r = graph.distances.index_select(0, keep).unsqueeze(1)  # [H, 1]
+            i_h, j_h = i[keep], j[keep]
+            channel = torch.cat([i_h * n_el + slots[j_h], j_h * n_el + slots[i_h]])
         values = torch.exp(-eta * (r - rs) ** 2) * self._cutoff_columns(r, self.radial_params[:, 2], dtype)
-        channel = graph.i * n_el + slots[graph.j]
+        if keep is not None:
+            values = torch.cat([values, values])
         out = torch.zeros(n_atoms * n_el, self.n_radial_sets, dtype=dtype, device=values.device)
         out = out.index_add(0, channel, values)
         return out.reshape(n_atoms, n_el * self.n_radial_sets)
