@@ -449,3 +449,19 @@ def test_convert_cli_writes_an_equivalent_model(tmp_path):
     a, b = model(hp.AtomicSystem.from_ase(atoms)), direct(hp.AtomicSystem.from_ase(atoms))
     assert float(a["energy"][0]) == float(b["energy"][0])
     assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "x.pt")]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["Cu2S_PBE", "Carbon_chain_4G"])
+def test_cuda_matches_cpu_float64(name):
+    """The same n2p2 model on CUDA agrees with CPU to 1e-10 (float64)."""
+    overrides = CARBON_OVERRIDES if name == "Carbon_chain_4G" else None
+    units = "angstrom_ev" if name == "Cu2S_PBE" else "bohr_hartree"
+    model = from_n2p2(N2P2 / name, units="ase", file_units=units, overrides=overrides)
+    atoms = read_input_data(N2P2 / name / "input.data", units=units)[0]
+    cpu = model(hp.AtomicSystem.from_ase(atoms))
+    gpu = model.to("cuda")(hp.AtomicSystem.from_ase(atoms))
+    assert gpu["forces"].device.type == "cuda"
+    scale = float(cpu["forces"].abs().max())
+    assert abs(float(gpu["energy"][0]) - float(cpu["energy"][0])) <= 1e-10 * abs(float(cpu["energy"][0]))
+    assert float((gpu["forces"].cpu() - cpu["forces"]).abs().max()) <= 1e-10 * scale
