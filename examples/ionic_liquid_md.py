@@ -17,7 +17,7 @@ charge: ``atoms.info["fragments"]`` lists the atoms of each ion and
 ``atoms.info["fragment_charges"]`` is +1 for each cation and -1 for each anion. Charge
 equilibration then distributes charge only *within* each ion (one Lagrange multiplier per
 fragment), so no charge flows between ions, as one assumes for a classical ionic-liquid force
-field. The script runs Langevin dynamics (``--temperature``, default 300 K) and then NVE, and
+field. The script relaxes the start with FIRE (``--relax-steps``), runs Langevin dynamics (``--temperature``, default 300 K) and then NVE, and
 prints the temperature, the NVE energy drift (meV/atom/ps), the largest |E - E0|, the largest
 deviation of any ion's charge from its +-1, and the number of neighbour-list rebuilds.
 
@@ -42,11 +42,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase import Atoms, units
 from ase.constraints import FixCom
 from ase.geometry import get_distances
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
+from ase.optimize import FIRE
+from torch import nn
 
 import hybridpot as hp
 
@@ -131,6 +134,27 @@ def closest_contacts(atoms: Atoms):
     return d[off].min(), d[ion[:, None] != ion[None, :]].min()
 
 
+class CoreWall(nn.Module):
+    """The model's short-range term plus a repulsive wall below ``r_wall`` (Å):
+    ``sum_{i<j} k (r_wall - r_ij)^2`` for ``r_ij < r_wall``, zero (with zero slope) beyond, eV.
+
+    The demo data has no pair closer than 1.7 Å, and below that the learned energy can turn
+    attractive (a hole MD falls into). A wall at 1.6 Å leaves every structure of the training range
+    unchanged and only keeps trajectories out of the unlearned region.
+    """
+
+    def __init__(self, short_range: nn.Module, r_wall: float = 1.6, k: float = 50.0):
+        super().__init__()
+        self.inner, self.r_wall, self.k = short_range, float(r_wall), float(k)
+        self.cutoff = max(float(short_range.cutoff), self.r_wall)
+
+    def forward(self, system, graph, charges=None):
+        energies = self.inner(system, graph, charges)
+        g = graph.within(self.r_wall)
+        pair = self.k * torch.clamp(self.r_wall - g.distances, min=0.0) ** 2
+        return energies + torch.zeros_like(energies).index_add(0, g.i, 0.5 * pair.to(energies.dtype))
+
+
 class Collapse(RuntimeError):
     """Two atoms came closer than :data:`COLLAPSE_DISTANCE`."""
 
@@ -178,9 +202,11 @@ def main(argv=None):
     parser.add_argument("--output", default="ionic_liquid")
     parser.add_argument("--pairs", type=int, default=4, help="ion pairs (4, 32, ...; default 4 = 16 atoms)")
     parser.add_argument("--spacing", type=float, default=4.6, help="distance between ion sites (Å)")
-    parser.add_argument("--steps", type=int, default=500, help="Langevin steps, and as many NVE steps")
+    parser.add_argument("--steps", type=int, default=300, help="Langevin steps, and as many NVE steps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="Langevin temperature (K)")
+    parser.add_argument("--relax-steps", type=int, default=0, help="FIRE steps before MD (0: none)")
+    parser.add_argument("--wall", type=float, default=1.6, help="repulsive wall below this distance (Å; 0: none)")
     parser.add_argument("--no-pbc", action="store_true", help="a finite droplet instead of a periodic box")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -189,6 +215,9 @@ def main(argv=None):
     model = get_model(args.model, output)
     if model.charges is None:
         raise SystemExit("this example needs a 4G model (with a charge model)")
+    if args.wall > 0:
+        model.short_range = CoreWall(model.short_range, r_wall=args.wall)
+        print(f"repulsive wall below {args.wall} Å added to the model's short range (--wall 0: none)")
 
     rng = np.random.default_rng(args.seed)
     atoms = build_box(args.pairs, args.spacing, rng, pbc=not args.no_pbc)
@@ -199,6 +228,16 @@ def main(argv=None):
     print(f"start: E = {atoms.get_potential_energy():.3f} eV, QEq charge of the central Cl of a cation "
           f"{q0[1]:+.3f} e, of a Cl- {q0[3]:+.3f} e, max |ion charge - target| {ion_charge_error(atoms):.1e} e")
 
+    if args.relax_steps > 0:
+        t0 = time.time()
+        opt = FIRE(atoms, logfile=None)
+        opt.attach(lambda: check_contacts(atoms), interval=5)
+        try:
+            opt.run(fmax=0.05, steps=args.relax_steps)
+        except Collapse as exc:
+            return report_collapse(exc, "relaxation", opt.nsteps, atoms, output)
+        print(f"FIRE relaxation: {opt.nsteps} steps in {time.time() - t0:.0f} s, E = {atoms.get_potential_energy():.3f} eV, "
+              f"max force {np.abs(atoms.get_forces()).max():.3f} eV/Å")
     t0 = time.time()
     atoms.set_constraint(FixCom())
     langevin = Langevin(atoms, timestep=args.timestep * units.fs, temperature_K=args.temperature,

@@ -53,9 +53,13 @@ def get_models_dir(models: Optional[str], output: Path, quick: bool) -> Path:
     return folder
 
 
+class _Collapse(RuntimeError):
+    pass
+
+
 def run_nve(model, atoms, steps: int, timestep_fs: float, seed: int = 0, temperature_K: float = 300.0,
             fragments: Optional[Sequence[Sequence[int]]] = None,
-            fragment_charges: Optional[Sequence[float]] = None) -> Dict[str, float]:
+            fragment_charges: Optional[Sequence[float]] = None, collapse_distance: float = 1.0) -> Dict[str, float]:
     """Velocity-Verlet NVE run; energy and charge conservation.
 
     Parameters
@@ -70,13 +74,18 @@ def run_nve(model, atoms, steps: int, timestep_fs: float, seed: int = 0, tempera
         Time step (fs).
     fragments, fragment_charges : optional
         Fragment constraints (atom indices per fragment, charge per fragment in e).
+    collapse_distance : float
+        The run stops when two atoms come closer than this (Å): the model has fallen into a hole of
+        its learned energy (training data has no pair closer than 1.7 Å). The statistics then cover
+        the steps before, and ``collapse`` says when and which atoms.
 
     Returns
     -------
     dict
         ``drift_meV_per_atom_per_ps``, ``max_abs_dE_meV_per_atom``, ``epot_range_meV_per_atom``,
         ``max_total_charge_error_e``, ``max_fragment_charge_error_e`` (nan without fragments),
-        ``seconds``, ``steps``, ``timestep_fs``, ``natoms``, ``T_mean_K``.
+        ``seconds``, ``steps`` (completed), ``requested_steps``, ``collapse`` ("" if none),
+        ``closest_contact_A``, ``timestep_fs``, ``natoms``, ``T_mean_K``.
     """
     from ase import units
     from ase.md.verlet import VelocityVerlet
@@ -108,18 +117,36 @@ def run_nve(model, atoms, steps: int, timestep_fs: float, seed: int = 0, tempera
         if frag_index is not None:
             qf_err.append(np.abs(np.bincount(frag_index, weights=q, minlength=len(frag_q)) - frag_q).max())
 
+    closest = []
+
+    def check():
+        d = atoms.get_all_distances()
+        np.fill_diagonal(d, np.inf)
+        closest.append(d.min())
+        if d.min() < collapse_distance:
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            raise _Collapse(f"atoms {i} ({atoms.symbols[i]}) and {j} ({atoms.symbols[j]}) {d.min():.2f} Å apart")
+
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    dyn.attach(check, interval=1)
     dyn.attach(record, interval=1)
     t0 = time.time()
-    record()
-    dyn.run(steps)
+    collapse = ""  # ASE calls the observers at step 0 too
+    try:
+        dyn.run(steps)
+    except _Collapse as exc:
+        collapse = f"step {dyn.nsteps} ({dyn.nsteps * timestep_fs / 1000:.2f} ps): {exc}"
+        # the step that collapsed is not recorded (record runs after check)
     seconds = time.time() - t0
     n = len(atoms)
     e_tot, e_pot = np.array(e_tot) / n, np.array(e_pot) / n
     t_ps = np.arange(len(e_tot)) * timestep_fs * 1e-3
     return {
         "natoms": n,
-        "steps": int(steps),
+        "steps": int(len(e_tot) - 1),
+        "requested_steps": int(steps),
+        "collapse": collapse,
+        "closest_contact_A": float(min(closest)) if closest else float("nan"),
         "timestep_fs": float(timestep_fs),
         "drift_meV_per_atom_per_ps": float(np.polyfit(t_ps, e_tot, 1)[0] * 1000),
         "max_abs_dE_meV_per_atom": float(np.abs(e_tot - e_tot[0]).max() * 1000),
@@ -146,7 +173,7 @@ def start_structures():
 
 def format_table(rows: Dict[str, Dict[str, float]]) -> str:
     head = (f"{'trajectory':34s} {'atoms':>5s} {'steps':>6s} {'dt/fs':>5s} {'T/K':>5s} {'drift':>10s} "
-            f"{'max|dE|':>9s} {'Epot range':>10s} {'max|sum q-Q|':>12s} {'max|q_f-Q_f|':>12s} {'time/s':>7s}")
+            f"{'max|dE|':>9s} {'Epot range':>10s} {'max|sum q-Q|':>12s} {'max|q_f-Q_f|':>12s} {'d_min/Å':>7s} {'time/s':>7s}")
     units_line = f"{'':34s} {'':>5s} {'':>6s} {'':>5s} {'':>5s} {'meV/at/ps':>10s} {'meV/atom':>9s} {'meV/atom':>10s} {'e':>12s} {'e':>12s}"
     lines = [head, units_line]
     for name, r in rows.items():
@@ -154,7 +181,10 @@ def format_table(rows: Dict[str, Dict[str, float]]) -> str:
         lines.append(f"{name:34s} {r['natoms']:5d} {r['steps']:6d} {r['timestep_fs']:5.2f} {r['T_mean_K']:5.0f} "
                      f"{r['drift_meV_per_atom_per_ps']:10.2e} {r['max_abs_dE_meV_per_atom']:9.3f} "
                      f"{r['epot_range_meV_per_atom']:10.1f} {r['max_total_charge_error_e']:12.1e} {frag:>12s} "
-                     f"{r['seconds']:7.0f}")
+                     f"{r['closest_contact_A']:7.2f} {r['seconds']:7.0f}")
+    for name, r in rows.items():
+        if r["collapse"]:
+            lines.append(f"STOPPED {name}: collapse at {r['collapse']}; statistics cover the steps before")
     return "\n".join(lines)
 
 
@@ -167,6 +197,7 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     parser.add_argument("--timestep", type=float, default=1.0, help="fs (default 1.0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="train the demo's quick models when no --models")
+    parser.add_argument("--only", type=int, nargs="*", default=None, help="run only these trajectories (0, 1, 2)")
     args = parser.parse_args(argv)
     import torch
 
@@ -189,10 +220,15 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
         "Na5Cl4, Q=+1": (na5cl4, args.steps, None, None),
         "Na4Cl4, Q=0, 2 fragments (0, 0)": (na4cl4, frag_steps, fragments, [0.0, 0.0]),
     }
+    if args.only is not None:
+        runs = {name: run for k, run in enumerate(runs.items()) if k in args.only for name, run in [run]}
     rows = {}
     for name, (atoms, steps, frags, fq) in runs.items():
         rows[name] = run_nve(model, atoms, steps, args.timestep, fragments=frags, fragment_charges=fq)
-        print(f"  {name}: done in {rows[name]['seconds']:.0f} s", flush=True)
+        print(f"  {name}: {rows[name]['steps']} steps in {rows[name]['seconds']:.0f} s {rows[name]['collapse']}",
+              flush=True)
+        with open(output / "results.json", "w") as fh:  # after each trajectory
+            json.dump({"rows": rows, "fragments": fragments}, fh, indent=2)
     table = format_table(rows)
     print(f"NVE (VelocityVerlet, {args.timestep} fs, start 300 K), 4G model, float64")
     print(table)
