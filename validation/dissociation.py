@@ -158,7 +158,11 @@ def main(argv=None) -> List[Dict[str, object]]:
             e, q = model_curve(model, r, charge=ref["charge"], **kw)
             row = {"curve": name, "model": label, **errors(e, e_ref, beyond), "q_na_last": float(q[-1])}
             rows.append(row)
-            line, = ax_e.plot(r, e - shift, label=label)
+            y_low = min(-4.0, (e_ref - shift).min() - 0.5)
+            off = e - shift
+            if np.all(off > 3.0) or np.all(off < y_low):
+                label = f"{label} (off scale: {np.mean(e - e_ref):+.1f} eV from the reference)"
+            line, = ax_e.plot(r, off, label=label)
             if not np.all(np.isnan(q)):
                 ax_q.plot(r, q, color=line.get_color(), label=label)
         for ax in (ax_e, ax_q):
