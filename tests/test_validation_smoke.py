@@ -94,3 +94,18 @@ def test_ionic_liquid_example_main(models_dir, tmp_path):
     assert out["max_ion_charge_error_e"] < 1e-10
     assert np.isfinite(out["drift_meV_per_atom_per_ps"])
     assert (tmp_path / "final.extxyz").exists()
+
+
+def test_ionic_liquid_core_wall_adds_k_times_overlap_squared(models_dir):
+    from ase import Atoms
+
+    script = load_script("examples/ionic_liquid_md.py")
+    model = hp.load(models_dir / "model_4G.pt")
+    walled = hp.load(models_dir / "model_4G.pt")
+    walled.short_range = script.CoreWall(walled.short_range, r_wall=1.6, k=50.0)
+    for r, de, df in ((1.4, 50.0 * 0.2**2, 2 * 50.0 * 0.2), (2.0, 0.0, 0.0)):
+        atoms = Atoms("NaCl", positions=[[0, 0, 0], [r, 0, 0]])
+        out = [m(hp.AtomicSystem.from_ase(atoms), compute_forces=True) for m in (model, walled)]
+        assert float(out[1]["energy"] - out[0]["energy"]) == pytest.approx(de, abs=1e-10)
+        # the wall pushes Cl (atom 1, at +x) outwards with force 2 k (r_wall - r)
+        assert float(out[1]["forces"][1, 0] - out[0]["forces"][1, 0]) == pytest.approx(df, abs=1e-9)
