@@ -15,9 +15,9 @@ dataset):
 
 * Na4Cl4, total charge 0;
 * Na5Cl4, total charge +1 (a charged cluster);
-* Na4Cl4, total charge 0, with two fragment constraints: atoms {Na0, Cl4, Na1, Cl5} and
-  {Na2, Cl6, Na3, Cl7} (the order of the shipped structure; the split is arbitrary, the test is
-  that the constraints hold), each fragment with charge 0.
+* Na4Cl4, total charge 0, with two fragment constraints, each with charge 0: the first two Na
+  and first two Cl of the structure, and the other four (atoms 0-3 and 4-7 of the shipped
+  structure, which alternates Cl, Na; the split is arbitrary, the test is that the constraints hold).
 
 Reported per trajectory: the drift, the slope of a linear fit of E_total/N against time
 (meV/atom/ps), the largest |E_total - E_total(0)| (meV/atom), the range of the potential energy
