@@ -653,11 +653,12 @@ class SymmetryFunctions(nn.Module):
 
     def _angular_plan(self):
         """Split the Gaussian angular sets into moment-summable and triplet-summed ones (cached)."""
-        key = (self.n_angular_sets, int(self.moment_max_zeta))
+        rows = self.angular_params.detach().cpu().tolist()
+        # keyed by the parameter values: a dtype round trip of the buffers must rebuild it
+        key = (tuple(map(tuple, rows)), int(self.moment_max_zeta))
         plan = self.__dict__.get("_angular_plan_cache")
         if plan is not None and plan[0] == key:
             return plan[1]
-        rows = self.angular_params.detach().cpu().tolist()
         moment, triplet = [], []
         for k, (wide, eta, rs, rc, lam, zeta) in enumerate(rows):
             ok = wide > 0.5 and float(zeta).is_integer() and 1 <= zeta <= self.moment_max_zeta and abs(lam) == 1.0
@@ -739,6 +740,11 @@ class SymmetryFunctions(nn.Module):
         moments = moments.index_add(0, channel, h.unsqueeze(2) * mono.unsqueeze(1)).reshape(n_atoms, n_el, n_r, n_a)
         diag_sum = torch.zeros(n_atoms * n_el, n_r, dtype=dtype, device=device)
         diag_sum = diag_sum.index_add(0, channel, h * h).reshape(n_atoms, n_el, n_r)
+        # neighbours per (atom, element): a same-element channel with fewer than two has no
+        # pair at all, and (full - diagonal) / 2 would leave rounding noise (~1e-18) instead of
+        # the exact zero of the triplet sum (noise that min/max feature scaling would amplify)
+        counts = torch.zeros(n_atoms * n_el, dtype=dtype, device=device)
+        counts = counts.index_add(0, channel, torch.ones_like(graph.distances)).reshape(n_atoms, n_el)
         pa, pb = plan["pa"].to(device), plan["pb"].to(device)
         weighted = moments * plan["weights"].to(device=device, dtype=dtype)
         prod = moments[:, pa] * weighted[:, pb]  # [N, P, R, A]
@@ -749,7 +755,9 @@ class SymmetryFunctions(nn.Module):
         full = (powers_sum[:, :, r_of_set, :] * coef).sum(-1)  # [N, P, S_m]
         same = (pa == pb).to(dtype).view(1, -1, 1)
         diag = diag_sum[:, pa][:, :, r_of_set] * plan["diag"].to(device=device, dtype=dtype)  # [N, P, S_m]
-        return full * (1.0 - 0.5 * same) - 0.5 * same * diag
+        values = full * (1.0 - 0.5 * same) - 0.5 * same * diag
+        no_pair = ((counts[:, pa] < 2) & (pa == pb).view(1, -1)).unsqueeze(2)  # [N, P, 1]
+        return torch.where(no_pair, torch.zeros_like(values), values)
 
     def _angular_triplets(self, slots, graph: Graph, n_atoms: int, dtype, set_index) -> torch.Tensor:
         """Gaussian angular sets ``set_index`` by the explicit triplet sum, ``[N, P, len(set_index)]``."""
@@ -893,8 +901,14 @@ class SymmetryFunctions(nn.Module):
             g = raw_features[slots == e].to(torch.float64)
             if g.shape[0] == 0:
                 continue
-            stats[0, e], stats[1, e] = g.min(0).values, g.max(0).values
-            stats[2, e], stats[3, e] = g.mean(0), g.std(0, unbiased=False)
+            g_min, g_max, g_mean = g.min(0).values, g.max(0).values, g.mean(0)
+            # a feature that varies by rounding noise only over the training set is constant:
+            # dividing by its range would turn noise into O(1) inputs
+            constant = (g_max - g_min) <= 1e-12 + 1e-10 * torch.maximum(g_max.abs(), g_min.abs())
+            stats[0, e] = torch.where(constant, g_mean, g_min)
+            stats[1, e] = torch.where(constant, g_mean, g_max)
+            stats[2, e] = g_mean
+            stats[3, e] = torch.where(constant, torch.zeros_like(g_mean), g.std(0, unbiased=False))
         self.set_scaling(mode, *stats, s_min=s_min, s_max=s_max)
 
     def extra_repr(self) -> str:

@@ -210,3 +210,32 @@ def test_default_set_and_scaling_from_data():
     clone.load_state_dict(desc.state_dict())
     assert clone.scaling_mode == "scale"
     assert torch.equal(clone(system.numbers, graph), scaled)
+
+
+def test_moment_and_triplet_paths_agree_including_exact_zeros():
+    """Type-9 sets with integer zeta go through moment tensors; an atom without any neighbour pair
+    in a channel must get an exact zero there (as the triplet sum), not rounding noise."""
+    from ase import Atoms
+
+    desc = hp.SymmetryFunctions.default(["H", "He"], r_cut=3.0, n_radial=3, angular_etas=[0.01], zetas=[1.0, 2.0])
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        atoms = Atoms("HHeH", positions=rng.uniform(0, 3.2, (3, 3)))
+        system = hp.AtomicSystem.from_ase(atoms)
+        graph = build_graph(system, compute_neighbors(system, desc.cutoff))
+        desc.moment_max_zeta = 8
+        moments = desc(system.numbers, graph, scaled=False)
+        desc.moment_max_zeta = 0
+        triplets = desc(system.numbers, graph, scaled=False)
+        np.testing.assert_allclose(moments, triplets, rtol=1e-12, atol=1e-15)
+        assert torch.equal(moments == 0, triplets == 0)
+
+
+def test_scaling_treats_noise_level_features_as_constant():
+    desc = hp.SymmetryFunctions.default(["Na"], r_cut=4.0, n_radial=2)
+    raw = torch.zeros(5, desc.max_features, dtype=torch.float64)
+    raw[:, 0] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    raw[:, 1] = torch.tensor([1e-18, -8e-19, 0.0, 2e-18, 0.0])  # rounding noise around zero
+    desc.fit_scaling(raw, torch.full((5,), 11), mode="scale", s_min=-1.0, s_max=1.0)
+    assert float(desc.scale_factor[0, 0]) == pytest.approx(2.0 / 0.4)
+    assert float(desc.scale_factor[0, 1]) == 1.0  # not 2 / 2.8e-18
