@@ -60,3 +60,12 @@ def make_short_range_model(elements=("Na", "Cl", "O"), r_cut=4.5, hidden=(12, 12
     desc.set_scaling("scalecenter", lo, hi, 0.5 * (lo + hi), hi - lo, s_min=-1.0, s_max=1.0)
     model = hp.HybridPotential(short_range=short)
     return model.to(dtype)
+
+
+def one_torch_thread():
+    """Generator for a module fixture: run on one torch thread, restore afterwards. Multi-threaded
+    FFTs and small kernels were measured to be many times slower on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,6 +10,7 @@ from ase.build import bulk
 from scipy.special import erf, erfc
 
 import hybridpot as hp
+from conftest import one_torch_thread
 from hybridpot.electrostatics import (
     COULOMB_CONSTANT,
     Electrostatics,
@@ -25,14 +26,7 @@ from hybridpot.qeq import FixedCharges
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run this module on one torch thread (restored afterwards): on the shared 2-core test
-    machine, multi-threaded FFTs and small kernels were measured to be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 KE = 14.399645478425667  # eV Å / e^2, CODATA-based value used by ASE and torch-pme
 MADELUNG_NACL = 1.747564594633182  # rock salt, per ion pair, nearest-neighbour distance

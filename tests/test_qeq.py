@@ -9,6 +9,7 @@ from ase import Atoms
 from scipy.special import erf
 
 import hybridpot as hp
+from conftest import one_torch_thread
 from hybridpot.electrostatics import COULOMB_CONSTANT, Electrostatics
 from hybridpot.neighbors import build_graph, compute_neighbors
 from hybridpot.qeq import (
@@ -23,14 +24,7 @@ from hybridpot.qeq import (
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run this module on one torch thread (restored afterwards): on the shared 2-core test
-    machine, multi-threaded FFTs and small kernels were measured to be many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 KE = 14.399645478425667
 
