@@ -167,6 +167,10 @@ def _run_train(args: argparse.Namespace) -> int:
                       scaling_range=cfg.model.scaling_range, progress=cfg.output.progress and not args.no_progress,
                       ddp=getattr(args, "ddp", False))
     final = trainer.fit(resume=args.resume)
+    if getattr(args, "ddp", False):
+        from .training.distributed import shutdown
+
+        shutdown()
     if rank != 0:
         return 0
     summary = {}

@@ -28,7 +28,7 @@ from torch import nn
 from .dataset import AtomsDataset, Batch, collate
 from .losses import QUANTITIES, LossWeights, MetricAccumulator, _errors
 
-__all__ = ["init_from_env", "shard_batches", "distributed_loss", "merge_metrics", "is_main_process", "StageForward"]
+__all__ = ["init_from_env", "shutdown", "shard_batches", "distributed_loss", "merge_metrics", "is_main_process", "StageForward"]
 
 
 def init_from_env(backend: Optional[str] = None) -> Tuple[int, int]:
@@ -48,6 +48,14 @@ def init_from_env(backend: Optional[str] = None) -> Tuple[int, int]:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly (all ranks together): a rank that exits with the gloo
+    group still alive can abort at interpreter shutdown ("terminate called ...")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
