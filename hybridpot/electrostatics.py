@@ -326,14 +326,49 @@ class PeriodicCoulomb:
         elif not torch.is_grad_enabled() and vv.device.type == "cpu":
             out = out + self._pme_kspace_nograd(vv)
         else:
-            # self term, background and (3D: zero) slab correction are included by torch-pme
-            out = out + 2.0 * self.calculator._compute_kspace(vv, self.cell, self.positions)
+            out = out + self._pme_kspace(vv)
         if self.sigma is not None:
             # k = 0 part of the erfc correction (neutralising background, Gaussian part)
             s2 = (self.sigma**2).unsqueeze(1)
             factor = 2.0 * math.pi * COULOMB_CONSTANT / self.volume
             out = out + factor * (s2 * vv.sum(dim=0, keepdim=True) + (s2 * vv).sum(dim=0, keepdim=True))
         return out.squeeze(1) if squeeze else out
+
+    def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Flat mesh indices ``[p^3, n]`` (no gradient) and interpolation weights ``[p^3, n]``
+        (differentiable in positions and cell) of every atom's ``p^3`` stencil.
+
+        The 3D weights are built as an outer product of torch-pme's 1D weights and the mesh is
+        addressed by one flat index, so spreading is a single ``index_add`` and interpolation a
+        single ``index_select`` (torch-pme 0.5.0 indexes with three index tensors, several
+        times slower on CPU, and spends most of a large PME call there).
+        """
+        if getattr(self, "_stencil", None) is None:
+            mi = self.calculator.mesh_interpolator
+            p = self.params.interpolation_nodes
+            nx, ny, nz = self.mesh_shape
+            w = mi.interpolation_weights  # [p, n, 3]
+            # torch-pme's stencil order is meshgrid("ij") over (x, y, z) shifts
+            ix, iy, iz = mi.x_indices[:: p * p], mi.y_indices[: p * p : p], mi.z_indices[:p]  # [p, n]
+            flat = (ix[:, None, None] * ny + iy[None, :, None]) * nz + iz[None, None, :]
+            weights = w[:, None, None, :, 0] * w[None, :, None, :, 1] * w[None, None, :, :, 2]
+            n = w.shape[1]
+            self._stencil = (flat.reshape(p**3, n), weights.reshape(p**3, n))
+        return self._stencil
+
+    def _pme_kspace(self, v: torch.Tensor) -> torch.Tensor:
+        """PME k-space potential (full, not halved) of ``v`` ``[n, channels]``, differentiable in
+        ``v``, positions and cell: spread, k-space filter, interpolate / V, minus the self term and
+        the background (torch-pme's ``PMECalculator._compute_kspace`` for a 3D-periodic cell).
+        """
+        flat, weights = self._mesh_stencil()
+        nx, ny, nz = self.mesh_shape
+        channels = v.shape[1]
+        values = (weights.unsqueeze(2) * v.unsqueeze(0)).reshape(-1, channels)
+        rho = torch.zeros(nx * ny * nz, channels, dtype=v.dtype, device=v.device).index_add(0, flat.reshape(-1), values)
+        phi = self.calculator.kspace_filter.forward(rho.T.reshape(channels, nx, ny, nz)).reshape(channels, -1).T
+        interpolated = (phi.index_select(0, flat.reshape(-1)).reshape(weights.shape + (channels,)) * weights.unsqueeze(2)).sum(0)
+        return interpolated / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
 
     def _pme_kspace_nograd(self, v: torch.Tensor) -> torch.Tensor:
         """torch-pme's PME k-space potential (full, not halved) with the charge spreading and

@@ -462,6 +462,58 @@ def test_kspace_preconditioner_spd_and_effective():
         make_qeq(solver="matrix_free", preconditioner="kspace", periodic_method="ewald")
 
 
+def test_warm_start_same_result_in_fewer_iterations():
+    """Warm-started CG (previous step's charges and adjoint) agrees with a cold start to the CG
+    tolerance and needs fewer iterations; a structure with other atoms resets the store."""
+    atoms = jittered_nacl(8, seed=5, charge=1.0)
+    warm = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10)
+    cold = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, warm_start=False)
+    models = {k: hp.HybridPotential(charges=q, electrostatics=Electrostatics(method="pme", accuracy=1e-5))
+              for k, q in (("warm", warm), ("cold", cold))}
+    rng = np.random.default_rng(1)
+    iterations = {"warm": [], "cold": []}
+    for step in range(3):
+        atoms.positions += rng.normal(scale=0.01, size=atoms.positions.shape)  # one MD-like step
+        system = hp.AtomicSystem.from_ase(atoms)
+        out = {k: m(system, compute_stress=False) for k, m in models.items()}
+        for k, q in (("warm", warm), ("cold", cold)):
+            iterations[k].append(q.last_iterations)
+        assert float((out["warm"]["charges"] - out["cold"]["charges"]).abs().max()) < 1e-8
+        fscale = float(out["cold"]["forces"].abs().max())
+        assert float((out["warm"]["forces"] - out["cold"]["forces"]).abs().max()) < 1e-7 * fscale
+    # first call: both cold; afterwards the warm solves (forward, adjoint) are shorter
+    assert iterations["warm"][0] == iterations["cold"][0]
+    for w, c in zip(iterations["warm"][1:], iterations["cold"][1:]):
+        assert w[0] < c[0] and w[1] < c[1], (iterations)
+    # an identical second call converges at once (0 iterations) from the stored solution
+    with torch.no_grad():
+        warm(system, graph_of(system, warm.cutoff))
+    assert warm.last_iterations == [0]
+    # other atoms (one removed): the store is reset, the solve is cold again
+    smaller = hp.AtomicSystem.from_ase(atoms[:-1])
+    with torch.no_grad():
+        warm(smaller, graph_of(smaller, warm.cutoff))
+        cold(smaller, graph_of(smaller, cold.cutoff))
+    assert warm.last_iterations == cold.last_iterations
+
+
+def test_projected_cg_starting_guess():
+    """x0 = the solution: no iteration; any x0 (even infeasible) gives the constrained solution."""
+    g = torch.Generator().manual_seed(2)
+    m = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    a = m @ m.T + 20 * torch.eye(20, dtype=torch.float64)
+    b = torch.randn(20, generator=g, dtype=torch.float64)
+    groups = torch.tensor([0] * 12 + [1] * 8)
+    x, it, _ = projected_cg(lambda v: a @ v, b, groups, 2, 1.0 / torch.diagonal(a), tol=1e-12)
+    assert it > 0
+    x_again, it0, _ = projected_cg(lambda v: a @ v, b, groups, 2, 1.0 / torch.diagonal(a), tol=1e-12, x0=x)
+    assert it0 == 0 and torch.allclose(x_again, x, atol=1e-12)
+    x_far, _, _ = projected_cg(lambda v: a @ v, b, groups, 2, 1.0 / torch.diagonal(a), tol=1e-12,
+                               x0=torch.randn(20, generator=g, dtype=torch.float64))
+    assert torch.allclose(x_far, x, atol=1e-9)
+    assert abs(float(x_far[:12].sum())) < 1e-12 and abs(float(x_far[12:].sum())) < 1e-12
+
+
 def test_model_copies_and_saves_after_a_call(tmp_path):
     """The cached E_QEq of the last call (a graph tensor) does not stop copy.deepcopy or hp.save."""
     import copy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-__all__ = ["DATA_DIR", "nacl_clusters_path", "load_nacl_clusters"]
+__all__ = ["DATA_DIR", "nacl_clusters_path", "load_nacl_clusters", "molten_nacl_path", "load_molten_nacl", "molten_nacl_model_path"]
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -33,3 +33,26 @@ def load_nacl_clusters(source: str | None = None) -> List:
     if source is not None:
         images = [a for a in images if str(a.info.get("source", "")).startswith(source)]
     return images
+
+
+def molten_nacl_path() -> Path:
+    """Path of the periodic molten-NaCl dataset (compressed extended XYZ, GFN1-xTB)."""
+    return DATA_DIR / "molten_nacl.extxyz.gz"
+
+
+def load_molten_nacl() -> List:
+    """The periodic molten-NaCl dataset (:mod:`hybridpot.molten_salt`) as ``ase.Atoms``.
+
+    64-ion boxes of liquid NaCl (Tosi–Fumi MD snapshots at 1.40-1.70 g/cm^3 and 1100-2500 K)
+    and rattled rock-salt crystals, each with GFN1-xTB energy (eV), forces (eV/Å), stress
+    (eV/Å^3) and charges (e).
+    """
+    import ase.io
+
+    return ase.io.read(str(molten_nacl_path()), index=":", format="extxyz")
+
+
+def molten_nacl_model_path() -> Path:
+    """Path of the shipped 4G model trained on the NaCl clusters and the molten-NaCl data
+    (made by ``examples/train_molten_nacl.py``; load with ``hybridpot.load``)."""
+    return DATA_DIR / "molten_nacl_4G.pt"

@@ -1,0 +1,85 @@
+"""Molten-NaCl data: the Tosi–Fumi sampler, the shipped periodic dataset and the shipped melt model."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.fd import calculate_numerical_forces
+
+import hybridpot as hp
+from conftest import one_torch_thread
+from hybridpot.data import load_molten_nacl, molten_nacl_model_path, molten_nacl_path
+from hybridpot.electrostatics import COULOMB_CONSTANT
+from hybridpot.molten_salt import NACL_MOLAR_MASS, TosiFumi, nacl_box
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
+
+MADELUNG_NACL = 1.747565
+
+
+def test_tosi_fumi_coulomb_part_is_the_madelung_energy():
+    """With the short-range terms switched off, the rock-salt energy is -M k_e / r0 per ion pair."""
+    calc = TosiFumi(accuracy=1e-8)
+    calc._params.zero_()
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(2)
+    atoms.calc = calc
+    assert atoms.get_potential_energy() / 32 == pytest.approx(-MADELUNG_NACL * COULOMB_CONSTANT / 2.82, rel=1e-6)
+
+
+def test_tosi_fumi_crystal_minimum_and_forces():
+    """Lattice-energy minimum near the observed lattice constant; forces are the energy's gradient."""
+    lattice = np.linspace(5.3, 6.0, 15)
+    energies = []
+    for a in lattice:
+        atoms = bulk("NaCl", "rocksalt", a=a, cubic=True).repeat(2)
+        atoms.calc = TosiFumi()
+        energies.append(atoms.get_potential_energy() / 32)
+    a_min = lattice[int(np.argmin(energies))]
+    assert 5.5 <= a_min <= 5.7  # experiment 5.64 Å (room temperature)
+    assert -8.3 < min(energies) < -7.8  # eV per ion pair (experimental lattice energy 7.9-8.2 eV)
+    atoms = nacl_box(2, 1.55)
+    atoms.rattle(0.2, seed=1)
+    atoms.calc = TosiFumi()
+    forces = atoms.get_forces()
+    assert np.abs(forces).max() > 0.5
+    assert np.abs(forces - calculate_numerical_forces(atoms, 1e-4)).max() < 1e-6
+
+
+def test_nacl_box_density():
+    atoms = nacl_box(2, 1.55)
+    density = len(atoms) / 2 * NACL_MOLAR_MASS / 6.02214076e23 / (atoms.get_volume() * 1e-24)
+    assert density == pytest.approx(1.55, rel=1e-4)
+    assert len(atoms) == 64 and atoms.pbc.all()
+
+
+@pytest.fixture(scope="module")
+def melt():
+    return load_molten_nacl()
+
+
+def test_shipped_melt_dataset(melt):
+    assert molten_nacl_path().stat().st_size < 3e6
+    assert len(melt) >= 100
+    sources = {str(a.info["source"]).split(" ")[0] for a in melt}
+    assert sources == {"tosi-fumi", "rattled"}
+    for atoms in melt:
+        assert len(atoms) == 64 and atoms.pbc.all()
+        assert sorted(set(atoms.numbers)) == [11, 17] and (atoms.numbers == 11).sum() == 32
+        assert atoms.info["charge"] == 0.0 and atoms.info["method"] == "GFN1-xTB"
+        q = atoms.get_charges()
+        assert abs(q.sum()) < 1e-6
+        assert q[atoms.numbers == 11].min() > 0.2 and q[atoms.numbers == 17].max() < -0.2  # ionic melt
+        assert atoms.get_stress().shape == (6,)
+        assert np.isfinite(atoms.get_forces()).all()
+    # the closest contacts seen in the melt set the range a model trained on it covers
+    d_min = min(a.get_all_distances(mic=True)[np.triu_indices(64, 1)].min() for a in melt)
+    assert 1.7 < d_min < 2.4
+
+
+def test_recomputing_a_shipped_melt_structure_reproduces_it(melt):
+    pytest.importorskip("tblite")
+    from hybridpot.reference import compute_reference
+
+    stored = melt[0]
+    fresh = compute_reference(stored)
+    assert fresh.get_potential_energy() == pytest.approx(stored.get_potential_energy(), abs=1e-5)
+    assert np.abs(fresh.get_forces() - stored.get_forces()).max() < 1e-4
