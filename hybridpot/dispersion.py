@@ -265,8 +265,7 @@ class Dispersion(nn.Module):
             raise ValueError(f"Dispersion has no parameters for element(s) {unknown} (known: {self.elements})")
         g = graph.within(self.cutoff)
         e_pair = self.pair_energy(g.distances, system.numbers[g.i], system.numbers[g.j])
-        energies = torch.zeros(system.n_atoms, dtype=system.dtype, device=system.device)
-        energies = energies.index_add(0, g.i, 0.5 * e_pair)
+        energies = torch.zeros_like(system.positions[:, 0]).index_add(0, g.i, 0.5 * e_pair)
         if self.tail_correction and bool(system.pbc.all(dim=1).any()):
             energies = energies + self.tail_energies(system)
         return energies

@@ -8,7 +8,7 @@ differentiable with respect to both (forces and stress by autograd).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from vesin_torch import NeighborList as _VesinNeighborList
@@ -113,15 +113,17 @@ class Graph:
     cutoff: float
 
     def __post_init__(self):
-        self._cache: Dict[float, "Graph"] = {}
+        self._cache: Dict[Tuple[float, bool], "Graph"] = {}
 
     def within(self, cutoff: float) -> "Graph":
         """The sub-graph of pairs closer than ``cutoff`` (cached per cutoff)."""
         cutoff = float(cutoff)
         if cutoff > self.cutoff + 1e-12:
             raise ValueError(f"graph built for cutoff {self.cutoff} Å cannot provide pairs up to {cutoff} Å")
-        if cutoff in self._cache:
-            return self._cache[cutoff]
+        # sub-graphs made under torch.no_grad() carry no gradient: cached apart from the others
+        key = (cutoff, torch.is_grad_enabled())
+        if key in self._cache:
+            return self._cache[key]
         keep = self.distances.detach() < cutoff
         if bool(keep.all()):
             sub = Graph(self.positions, self.cell, self.i, self.j, self.shifts, self.vectors, self.distances, cutoff)
@@ -137,7 +139,7 @@ class Graph:
                 self.distances.index_select(0, idx),
                 cutoff,
             )
-        self._cache[cutoff] = sub
+        self._cache[key] = sub
         return sub
 
     def half(self) -> "Graph":

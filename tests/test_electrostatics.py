@@ -202,6 +202,28 @@ def test_dense_matrix_matches_operator():
     assert float(0.5 * qt @ dense @ qt) == pytest.approx(_fourier_energy(pos, cell, q, sig), rel=1e-8)
 
 
+def test_pme_stencil_kspace_equals_torchpme():
+    """hybridpot's flat-index PME spreading/interpolation gives torch-pme's k-space potential and the
+    same derivatives with respect to charges, positions and cell (same mesh and weights)."""
+    from hybridpot.electrostatics import EwaldParameters, PeriodicCoulomb
+
+    pos, cell, q, sig = _random_cell(n=40, seed=7)
+    positions = torch.as_tensor(pos).requires_grad_(True)
+    cellt = torch.as_tensor(cell).requires_grad_(True)
+    qt = torch.as_tensor(q).requires_grad_(True)
+    empty = torch.zeros(0, dtype=torch.long)
+    params = EwaldParameters.for_accuracy(1e-5, 4.0)
+    op = PeriodicCoulomb(positions, cellt, empty, empty, torch.zeros(0, dtype=torch.float64), None, params, "pme")
+    ours = op._pme_kspace(qt.unsqueeze(1)).squeeze(1)
+    theirs = 2.0 * op.calculator._compute_kspace(qt.unsqueeze(1), cellt, positions).squeeze(1)
+    assert float(theirs.abs().max()) > 1.0
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12 * float(theirs.abs().max()))
+    weights = torch.linspace(0.5, 1.5, len(q), dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((weights * ours).sum(), [qt, positions, cellt], retain_graph=True),
+                    torch.autograd.grad((weights * theirs).sum(), [qt, positions, cellt])):
+        assert torch.allclose(a, b, rtol=0, atol=1e-11 * float(b.abs().max()))
+
+
 # ---------------------------------------------------------------------------- finite systems
 def test_gaussian_pair_kernel_limits():
     gamma = torch.tensor(0.9, dtype=torch.float64)

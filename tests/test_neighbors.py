@@ -79,3 +79,19 @@ def test_within_filters_and_refuses_larger_cutoff():
     assert graph.within(3.0) is sub
     with pytest.raises(ValueError, match="cannot provide"):
         graph.within(6.0)
+
+
+def test_subgraph_made_without_gradients_is_not_reused_with_gradients():
+    """Graph.within() called under torch.no_grad() (e.g. charges for inspection) must not hand
+    a gradient-free sub-graph to a later differentiable call on the same graph."""
+    atoms = Atoms("NaClCl", positions=[[0, 0, 0], [2.5, 0.3, 0], [0, 4.5, 0]], cell=[12, 12, 12], pbc=True)
+    system = hp.AtomicSystem.from_ase(atoms)
+    positions = system.positions.clone().requires_grad_(True)
+    graph = build_graph(system, compute_neighbors(system, 5.0), positions=positions)
+    with torch.no_grad():
+        assert not graph.within(4.0).distances.requires_grad
+    sub = graph.within(4.0)
+    assert sub.distances.numel() < graph.distances.numel()  # the 4.5 Å pair was dropped
+    assert sub.distances.requires_grad
+    (grad,) = torch.autograd.grad(sub.distances.sum(), positions)
+    assert float(grad.abs().max()) > 0
