@@ -13,6 +13,7 @@ signature and the neighbour list passed in:
     charges [N] e) -> [N]`` per-atom short-range energies (eV), plus the damped dispersion
     pair energies (half of each pair to each atom, no long-range tail correction) when the model
     has a dispersion term. ``charges`` is the 4G short range's charge input (ignored by a 2G model).
+    Buffer ``interaction_range`` (Å): the neighbour-list cutoff the module needs.
     Forces ``-dE/dr`` and ``dE/dq`` (the right-hand side of the adjoint QEq solve) by autograd of
     the sum; stress through ``cell``.
 ``electronegativity.pt`` (models with :class:`~hybridpot.ChargeEquilibration`)
@@ -81,6 +82,7 @@ class LocalEnergy(nn.Module):
         if self.short_range is not None and hasattr(self.short_range, "descriptor"):
             self.cutoffs.append(float(self.short_range.descriptor.cutoff))
         self.cutoff = max(self.cutoffs)
+        self.register_buffer("interaction_range", torch.tensor(self.cutoff, dtype=torch.float64))
 
     def forward(self, positions, numbers, cell, i, j, shifts, charges):
         graph = _graph(positions, cell, i, j, shifts, self.cutoffs)
@@ -107,6 +109,7 @@ class Electronegativity(nn.Module):
             sigma[charges.elements] = charges.sigma.detach().double()
         self.register_buffer("hardness", hardness)
         self.register_buffer("sigma", sigma)
+        self.register_buffer("interaction_range", torch.tensor(self.cutoff, dtype=torch.float64))
 
     def forward(self, positions, numbers, cell, i, j, shifts):
         graph = _graph(positions, cell, i, j, shifts, [self.cutoff])

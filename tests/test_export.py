@@ -83,6 +83,8 @@ def test_exported_qeq_parameters(exported):
         assert float(hardness[z]) == pytest.approx(float(model.charges.hardness[k]), rel=1e-14)
         assert float(sigma[z]) == pytest.approx(float(model.charges.sigma[k]), rel=1e-14)
     assert torch.isnan(hardness[1])
+    assert float(modules["local_energy"].interaction_range) == model.dispersion.cutoff
+    assert float(modules["electronegativity"].interaction_range) == model.charges.descriptor.cutoff
 
 
 def test_export_of_a_2g_model_and_bad_input(tmp_path):
