@@ -2,22 +2,24 @@
 
 Usage::
 
-    hybridpot demo                 # trains hybridpot_demo/model_4G.pt
-    python examples/electrolyte_md.py [--model hybridpot_demo/model_4G.pt] [--steps 300] [--output molten_nacl]
+    python examples/electrolyte_md.py [--model PATH] [--steps 500] [--temperature 1200] [--output molten_nacl]
 
-Without a model file a small 4G model is trained on the shipped NaCl data first.
+The default model is the shipped ``hybridpot/data/molten_nacl_4G.pt``: a 4G model trained by
+``examples/train_molten_nacl.py`` on GFN1-xTB data of the NaCl melt (periodic 64-ion boxes at
+1.40-1.70 g/cm^3, 1100-2500 K) and of gas-phase clusters. ``--model`` takes any other saved model
+(e.g. the demo's ``hybridpot_demo/model_4G.pt``, trained on clusters only, which fails in the
+melt: the script warns when ions come closer than 1.5 Å).
 
-The box: 64 ions (the 2x2x2 rock-salt cube expanded by 12 % to about the density of the melt,
-1.5 g/cm^3), 1200 K (NaCl melts at 1074 K). Electrostatics and charge equilibration use
-Ewald summation (PME above 300 atoms; ``Electrostatics(method="auto")``) with Gaussian charges;
-the neighbour list is reused between steps (Verlet skin 0.5 Å).
+The box: 64 ions at the density of the melt at 1074 K (1.556 g/cm^3, ``--density``), melted
+from a rattled rock-salt arrangement; Langevin at ``--temperature`` (default 1200 K; NaCl melts at
+1074 K), then NVE. Electrostatics and charge equilibration use Ewald sums with Gaussian charges
+(``Electrostatics(method="auto")``: Ewald below 300 atoms, PME above); the neighbour list is
+reused between steps (Verlet skin 0.5 Å).
 
-Caveat: the demo model was trained on gas-phase Na_nCl_m clusters (GFN1-xTB), not on the melt.
-This script shows the workflow (periodic 4G model, ASE MD, RDFs, drift); it is not a
-validated molten-salt potential. With the demo model (seed 0) the melt heated to ~2300 K in
-200 Langevin steps and Cl-Cl pairs collapsed (first Cl-Cl RDF peak at 0.3 Å): the script warns
-when ions come closer than 1.5 Å. Train on periodic data of the melt (``hybridpot.reference``
-computes periodic GFN1-xTB energies, forces and stress) before using it for physics.
+Printed: temperatures, the NVE energy drift (meV/atom/ps), the largest deviation of the total
+charge from zero, mean QEq charges, and the first RDF peaks, next to those of the Tosi-Fumi
+rigid-ion model (the classical potential that sampled the training geometries; an independent
+reference for the melt structure) run in the same way; both RDFs are plotted (``rdf.png``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -32,25 +35,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from ase import units
-from ase.build import bulk
 from ase.constraints import FixCom
 from ase.geometry import get_distances
 from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 import hybridpot as hp
+from hybridpot.data import molten_nacl_model_path
+from hybridpot.molten_salt import TosiFumi, nacl_box
 
 
-def get_model(path: str, output: Path):
-    if Path(path).exists():
-        return hp.load(path)
-    print(f"{path} not found: training a small 4G model first")
-    from dataclasses import replace
-
-    from hybridpot.demo import FULL, run_demo
-
-    run_demo(output / "training", settings=replace(FULL, epochs_2g=1, charge_epochs_4g=20, epochs_4g=60, md_steps=10))
-    return hp.load(output / "training" / "model_4G.pt")
+def get_model(path: Optional[str]):
+    path = Path(path) if path else molten_nacl_model_path()
+    if not path.exists():
+        raise SystemExit(f"{path} not found; train one with: python examples/train_molten_nacl.py --install")
+    return hp.load(path), path
 
 
 def rdf(frames, numbers, z1, z2, r_max, n_bins=60):
@@ -70,68 +70,90 @@ def rdf(frames, numbers, z1, z2, r_max, n_bins=60):
     return 0.5 * (edges[1:] + edges[:-1]), g
 
 
+def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every: int = 5):
+    """Langevin (``steps``), then NVE (``steps``), 1 fs; returns NVE frames, energies/atom, total charges."""
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    atoms.set_constraint(FixCom())
+    langevin = Langevin(atoms, timestep=1.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs,
+                        fixcm=False, rng=np.random.RandomState(seed))
+    t0 = time.time()
+    langevin.run(steps)
+    t_langevin = time.time() - t0
+    frames, energies, charges, temperatures = [], [], [], []
+    nve = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+
+    def record():
+        energies.append(atoms.get_total_energy() / len(atoms))
+        temperatures.append(atoms.get_temperature())
+        if "charges" in calc.implemented_properties:
+            charges.append(atoms.get_charges())
+        frames.append(atoms.copy())
+
+    nve.attach(record, interval=record_every)
+    t0 = time.time()
+    nve.run(steps)
+    return {"frames": frames, "energies": np.array(energies), "charges": np.array(charges),
+            "temperatures": np.array(temperatures), "t_langevin": t_langevin, "t_nve": time.time() - t0}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="molten NaCl MD with a 4G model")
-    parser.add_argument("--model", default="hybridpot_demo/model_4G.pt")
-    parser.add_argument("--steps", type=int, default=300, help="Langevin steps, and as many NVE steps")
+    parser.add_argument("--model", default=None, help="saved model (default: the shipped molten-NaCl 4G model)")
+    parser.add_argument("--steps", type=int, default=500, help="Langevin steps, and as many NVE steps (1 fs)")
     parser.add_argument("--temperature", type=float, default=1200.0)
+    parser.add_argument("--density", type=float, default=1.556, help="g/cm^3")
+    parser.add_argument("--no-reference", action="store_true", help="skip the Tosi-Fumi comparison run")
     parser.add_argument("--output", default="molten_nacl")
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    model = get_model(args.model, output)
+    model, model_path = get_model(args.model)
 
-    atoms = bulk("NaCl", "rocksalt", a=5.64 * 1.12, cubic=True).repeat(2)
-    atoms.calc = hp.HybridCalculator(model, skin=0.5)
-    rng = np.random.default_rng(0)
-    atoms.rattle(0.1, rng=rng)
-    density = atoms.get_masses().sum() / units.mol / (atoms.get_volume() * 1e-24)
-    print(f"{len(atoms)} ions, box {atoms.cell.lengths()[0]:.2f} Å, density {density:.2f} g/cm^3, "
-          f"{args.temperature:.0f} K")
+    start = nacl_box(2, args.density)
+    start.rattle(0.1, rng=np.random.default_rng(0))
+    print(f"model {model_path}; {len(start)} ions, box {start.cell.lengths()[0]:.2f} Å, density {args.density:.3f} "
+          f"g/cm^3, {args.temperature:.0f} K, {args.steps} Langevin + {args.steps} NVE steps of 1 fs")
+    runs = {"4G model": run_md(start.copy(), hp.HybridCalculator(model, skin=0.5), args.temperature, args.steps, 0)}
+    if not args.no_reference:
+        runs["Tosi-Fumi"] = run_md(start.copy(), TosiFumi(), args.temperature, args.steps, 0)
 
-    t0 = time.time()
-    atoms.set_constraint(FixCom())
-    langevin = Langevin(atoms, timestep=1.0 * units.fs, temperature_K=args.temperature, friction=0.02 / units.fs,
-                        fixcm=False, rng=np.random.RandomState(0))
-    langevin.run(args.steps)
-    print(f"Langevin: {args.steps} steps in {time.time() - t0:.0f} s, T = {atoms.get_temperature():.0f} K")
-
-    frames, energies, charges = [], [], []
-    nve = VelocityVerlet(atoms, timestep=1.0 * units.fs)
-
-    def record():
-        energies.append(atoms.get_total_energy())
-        charges.append(atoms.get_charges().sum())
-        frames.append(atoms.copy())
-
-    nve.attach(record, interval=5)
-    t0 = time.time()
-    nve.run(args.steps)
-    energies = np.array(energies) / len(atoms)
-    t_ps = np.arange(len(energies)) * 5 * 1e-3
-    drift = np.polyfit(t_ps, energies, 1)[0]
-    print(f"NVE: {args.steps} steps in {time.time() - t0:.0f} s; energy drift {drift * 1000:.3f} meV/atom/ps, "
-          f"max |E - E0| {np.abs(energies - energies[0]).max() * 1000:.3f} meV/atom, "
-          f"max |sum q - 0| {np.abs(charges).max():.1e} e, neighbour-list builds {atoms.calc.n_neighbor_builds}")
-
-    closest = min(get_distances(f.positions, cell=f.cell, pbc=f.pbc)[1][np.triu_indices(len(f), 1)].min() for f in frames)
-    if closest < 1.5:
-        print(f"WARNING: two ions came {closest:.2f} Å close: the model has left its training domain (a hole in "
-              "the learned energy). Train on data of the melt before trusting these results.")
-    r_max = 0.5 * min(atoms.cell.lengths())
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    numbers = atoms.get_atomic_numbers()
-    for z1, z2, label in ((11, 17, "Na-Cl"), (11, 11, "Na-Na"), (17, 17, "Cl-Cl")):
-        r, g = rdf(frames, numbers, z1, z2, r_max)
-        ax.plot(r, g, label=label)
-        print(f"{label}: first peak at {r[np.argmax(g)]:.2f} Å (g = {g.max():.2f})")
+    r_max = 0.5 * min(start.cell.lengths())
+    numbers = start.get_atomic_numbers()
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    results = {}
+    for name, run in runs.items():
+        e, t_ps = run["energies"], np.arange(len(run["energies"])) * 5e-3
+        drift = np.polyfit(t_ps, e, 1)[0]
+        print(f"\n[{name}] Langevin {run['t_langevin']:.0f} s, NVE {run['t_nve']:.0f} s; NVE mean T "
+              f"{run['temperatures'].mean():.0f} K; energy drift {drift * 1000:.3f} meV/atom/ps, "
+              f"max |E - E0| {np.abs(e - e[0]).max() * 1000:.3f} meV/atom")
+        if len(run["charges"]):
+            q = run["charges"]
+            print(f"  charges: Na {q[:, numbers == 11].mean():+.3f} e, Cl {q[:, numbers == 17].mean():+.3f} e; "
+                  f"max |sum q| {np.abs(q.sum(axis=1)).max():.1e} e")
+        closest = min(get_distances(f.positions, cell=f.cell, pbc=f.pbc)[1][np.triu_indices(len(f), 1)].min()
+                      for f in run["frames"])
+        results[name] = {"drift_meV_per_atom_per_ps": float(drift * 1000), "mean_T_K": float(run["temperatures"].mean()),
+                         "closest_A": float(closest), "peaks_A": {},
+                         "max_total_charge_e": float(np.abs(run["charges"].sum(axis=1)).max()) if len(run["charges"]) else None}
+        print(f"  closest contact {closest:.2f} Å")
+        if closest < 1.5:
+            print(f"  WARNING: two ions came {closest:.2f} Å close: the model has left its training domain.")
+        for (z1, z2, label), color in zip(((11, 17, "Na-Cl"), (11, 11, "Na-Na"), (17, 17, "Cl-Cl")), ("C0", "C1", "C2")):
+            r, g = rdf(run["frames"], numbers, z1, z2, r_max)
+            ax.plot(r, g, color=color, ls="-" if name == "4G model" else "--", label=f"{label} ({name})")
+            print(f"  {label}: first peak at {r[np.argmax(g)]:.2f} Å (g = {g.max():.2f})")
+            results[name]["peaks_A"][label] = float(r[np.argmax(g)])
     ax.set_xlabel("r (Å)")
     ax.set_ylabel("g(r)")
-    ax.set_title(f"molten NaCl, {args.temperature:.0f} K, 4G model")
-    ax.legend()
+    ax.set_title(f"molten NaCl, {args.temperature:.0f} K, {args.density:.2f} g/cm$^3$, 64 ions")
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(output / "rdf.png")
-    print(f"plot: {output / 'rdf.png'}")
+    print(f"\nplot: {output / 'rdf.png'}")
+    return results
 
 
 if __name__ == "__main__":

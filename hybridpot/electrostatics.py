@@ -269,7 +269,7 @@ class PeriodicCoulomb:
         # real space: point-charge short-range part minus the Gaussian erfc correction
         self.real_kernel = self.potential.sr_from_dist(distances)
         if sigma is not None:
-            gamma = torch.sqrt(sigma[pair_i] ** 2 + sigma[pair_j] ** 2)
+            gamma = torch.sqrt(sigma.index_select(0, pair_i) ** 2 + sigma.index_select(0, pair_j) ** 2)
             self.real_kernel = self.real_kernel - COULOMB_CONSTANT * erfc_coulomb_kernel(distances, gamma)
         self.self_term = self.potential.self_contribution()  # k_e sqrt(2/pi) / s
         self.background = 2.0 * self.potential.background_correction() / self.volume  # 2 pi k_e s^2 / V
@@ -657,8 +657,11 @@ def periodic_operator(system: AtomicSystem, graph: Graph, sigma: Optional[torch.
                 f"{2.0 * smax * float(erfcinv(0.1 * params.accuracy)):.2f} Å"
             )
     half = graph.within(rc).half()
-    sel = torch.nonzero((half.i >= a) & (half.i < b)).flatten()
-    op = PeriodicCoulomb(
-        system.positions[a:b], system.cell[s], half.i[sel] - a, half.j[sel] - a, half.distances[sel], sig, params, method
-    )
+    if a == 0 and b == system.n_atoms:  # the only structure: all pairs are its own
+        pair_i, pair_j, distances = half.i, half.j, half.distances
+    else:
+        sel = torch.nonzero((half.i >= a) & (half.i < b)).flatten()
+        pair_i, pair_j = half.i.index_select(0, sel) - a, half.j.index_select(0, sel) - a
+        distances = half.distances.index_select(0, sel)
+    op = PeriodicCoulomb(system.positions[a:b], system.cell[s], pair_i, pair_j, distances, sig, params, method)
     return op, a, b

@@ -75,7 +75,7 @@ class TosiFumi(Calculator):
     ----------
     cutoff : float
         Real-space cutoff of the Ewald sum and of the short-range pair terms (Å); the pair
-        terms are truncated there (only used for sampling, so no shift is applied).
+        terms are shifted to zero there.
     accuracy : float
         Ewald accuracy (see :class:`hybridpot.Electrostatics`).
     """
@@ -106,7 +106,11 @@ class TosiFumi(Calculator):
         half = graph.half()
         p = self._params[system.numbers[half.i], system.numbers[half.j]]
         r = half.distances
-        e_pair = (p[:, 0] * torch.exp(-r / _TF_RHO) - p[:, 1] / r**6 - p[:, 2] / r**8).sum()
+        def phi(x):
+            return p[:, 0] * torch.exp(-x / _TF_RHO) - p[:, 1] / x**6 - p[:, 2] / x**8
+
+        # shifted to zero at the cutoff, so that the energy is continuous in MD
+        e_pair = (phi(r) - phi(torch.full_like(r, self.cutoff))).sum()
         energy = e_coulomb + e_pair
         (grad,) = torch.autograd.grad(energy, positions)
         self.results = {

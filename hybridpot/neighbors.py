@@ -132,9 +132,9 @@ class Graph:
             sub = Graph(
                 self.positions,
                 self.cell,
-                self.i[idx],
-                self.j[idx],
-                self.shifts[idx],
+                self.i.index_select(0, idx),
+                self.j.index_select(0, idx),
+                self.shifts.index_select(0, idx),
                 self.vectors.index_select(0, idx),
                 self.distances.index_select(0, idx),
                 cutoff,
@@ -149,7 +149,8 @@ class Graph:
         keep = (self.i < self.j) | ((self.i == self.j) & (first_nonzero > 0))
         idx = torch.nonzero(keep).flatten()
         return Graph(
-            self.positions, self.cell, self.i[idx], self.j[idx], s[idx], self.vectors[idx], self.distances[idx], self.cutoff
+            self.positions, self.cell, self.i.index_select(0, idx), self.j.index_select(0, idx), s.index_select(0, idx),
+            self.vectors.index_select(0, idx), self.distances.index_select(0, idx), self.cutoff
         )
 
 
@@ -179,8 +180,11 @@ def build_graph(
     cutoff = neighbors.cutoff if cutoff is None else float(cutoff)
     i, j = neighbors.i, neighbors.j
     shifts = neighbors.shifts
-    cell_of_pair = cell[system.batch[i]]
-    offsets = torch.einsum("pa,pab->pb", shifts.to(positions.dtype), cell_of_pair)
+    if cell.shape[0] == 1:
+        # one structure: a [M, 3] x [3, 3] product (no per-pair copy of the cell)
+        offsets = shifts.to(positions.dtype) @ cell[0]
+    else:
+        offsets = torch.einsum("pa,pab->pb", shifts.to(positions.dtype), cell[system.batch[i]])
     # index_select: its backward is index_add (faster on CPU than the accumulate of x[idx])
     vectors = positions.index_select(0, j) - positions.index_select(0, i) + offsets
     distances = vectors.norm(dim=1)
@@ -195,6 +199,6 @@ def build_graph(
     keep = distances.detach() < cutoff
     if not bool(keep.all()):
         idx = torch.nonzero(keep).flatten()
-        i, j, shifts = i[idx], j[idx], shifts[idx]
+        i, j, shifts = i.index_select(0, idx), j.index_select(0, idx), shifts.index_select(0, idx)
         vectors, distances = vectors.index_select(0, idx), distances.index_select(0, idx)
     return Graph(positions, cell, i, j, shifts, vectors, distances, cutoff)

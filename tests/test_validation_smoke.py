@@ -1,4 +1,5 @@
-"""Smoke tests of validation/md_stability.py, validation/dissociation.py and examples/ionic_liquid_md.py.
+"""Smoke tests of validation/md_stability.py, validation/dissociation.py, examples/ionic_liquid_md.py and
+examples/electrolyte_md.py.
 
 Each script's ``main()`` runs in a tiny mode on untrained models of the demo's architecture
 (saved like ``hybridpot demo`` saves them); the checks are facts that hold for any model:
@@ -109,3 +110,17 @@ def test_ionic_liquid_core_wall_adds_k_times_overlap_squared(models_dir):
         assert float(out[1]["energy"] - out[0]["energy"]) == pytest.approx(de, abs=1e-10)
         # the wall pushes Cl (atom 1, at +x) outwards with force 2 k (r_wall - r)
         assert float(out[1]["forces"][1, 0] - out[0]["forces"][1, 0]) == pytest.approx(df, abs=1e-9)
+
+
+def test_electrolyte_example_main(models_dir, tmp_path):
+    """Molten-NaCl example in a tiny mode: the 4G model and the Tosi-Fumi reference both run,
+    the total charge stays zero, RDFs are written."""
+    script = load_script("examples/electrolyte_md.py")
+    out = script.main(["--model", str(models_dir / "model_4G.pt"), "--output", str(tmp_path), "--steps", "10"])
+    assert set(out) == {"4G model", "Tosi-Fumi"}
+    assert out["4G model"]["max_total_charge_e"] < 1e-10
+    assert out["Tosi-Fumi"]["max_total_charge_e"] is None
+    for row in out.values():
+        assert np.isfinite(row["drift_meV_per_atom_per_ps"]) and row["closest_A"] > 1.0
+        assert set(row["peaks_A"]) == {"Na-Cl", "Na-Na", "Cl-Cl"}
+    assert (tmp_path / "rdf.png").stat().st_size > 0
