@@ -16,6 +16,9 @@ from a rattled rock-salt arrangement; Langevin at ``--temperature`` (default 120
 (``Electrostatics(method="auto")``: Ewald below 300 atoms, PME above); the neighbour list is
 reused between steps (Verlet skin 0.5 Å).
 
+With ``--check-xtb N`` (needs tblite) N frames of the model's own NVE trajectory are recomputed with
+GFN1-xTB: the model's energy and force errors where the dynamics actually went.
+
 Printed: temperatures, the NVE energy drift (meV/atom/ps), the largest deviation of the total
 charge from zero, mean QEq charges, and the first RDF peaks, next to those of the Tosi-Fumi
 rigid-ion model (the classical potential that sampled the training geometries; an independent
@@ -98,6 +101,34 @@ def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every:
             "temperatures": np.array(temperatures), "t_langevin": t_langevin, "t_nve": time.time() - t0}
 
 
+def check_against_reference(model, frames, n_frames: int) -> dict:
+    """GFN1-xTB (tblite) on ``n_frames`` frames of the model's own trajectory: how well the model
+    reproduces its reference where it actually went (needs ``pip install tblite``)."""
+    from hybridpot.reference import compute_reference
+
+    picks = [frames[k] for k in np.linspace(0, len(frames) - 1, n_frames).astype(int)]
+    de, df, dq, f_ref = [], [], [], []
+    for atoms in picks:
+        ref = compute_reference(atoms)
+        out = model(hp.AtomicSystem.from_ase(atoms), compute_forces=True)
+        de.append((float(out["energy"][0]) - ref.get_potential_energy()) / len(atoms))
+        df.append(out["forces"].detach().numpy() - ref.get_forces())
+        f_ref.append(ref.get_forces())
+        if "charges" in out:
+            dq.append(out["charges"].detach().numpy() - ref.get_charges())
+    de = np.array(de)
+    row = {"frames": n_frames, "energy_offset_meV_per_atom": 1000 * float(de.mean()),
+           "energy_spread_meV_per_atom": 1000 * float(de.std()),
+           "forces_rmse_eV_per_A": float(np.sqrt(np.mean(np.concatenate(df) ** 2))),
+           "reference_forces_rms_eV_per_A": float(np.sqrt(np.mean(np.concatenate(f_ref) ** 2))),
+           "charges_rmse_e": float(np.sqrt(np.mean(np.concatenate(dq) ** 2))) if dq else None}
+    print(f"  vs GFN1-xTB on {n_frames} frames of this trajectory: energy offset {row['energy_offset_meV_per_atom']:+.1f} "
+          f"meV/atom (spread {row['energy_spread_meV_per_atom']:.1f}), force RMSE {row['forces_rmse_eV_per_A']:.3f} eV/Å "
+          f"(reference forces RMS {row['reference_forces_rms_eV_per_A']:.3f}), charge RMSE "
+          f"{row['charges_rmse_e'] if row['charges_rmse_e'] is None else round(row['charges_rmse_e'], 4)} e")
+    return row
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="molten NaCl MD with a 4G model")
     parser.add_argument("--model", default=None, help="saved model (default: the shipped molten-NaCl 4G model)")
@@ -105,6 +136,8 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=1200.0)
     parser.add_argument("--density", type=float, default=1.556, help="g/cm^3")
     parser.add_argument("--no-reference", action="store_true", help="skip the Tosi-Fumi comparison run")
+    parser.add_argument("--check-xtb", type=int, default=0, metavar="N",
+                        help="recompute N frames of the model's trajectory with GFN1-xTB (needs tblite)")
     parser.add_argument("--output", default="molten_nacl")
     args = parser.parse_args(argv)
     output = Path(args.output)
@@ -146,6 +179,8 @@ def main(argv=None):
             ax.plot(r, g, color=color, ls="-" if name == "4G model" else "--", label=f"{label} ({name})")
             print(f"  {label}: first peak at {r[np.argmax(g)]:.2f} Å (g = {g.max():.2f})")
             results[name]["peaks_A"][label] = float(r[np.argmax(g)])
+        if name == "4G model" and args.check_xtb > 0:
+            results[name]["vs_gfn1"] = check_against_reference(model, run["frames"], args.check_xtb)
     ax.set_xlabel("r (Å)")
     ax.set_ylabel("g(r)")
     ax.set_title(f"molten NaCl, {args.temperature:.0f} K, {args.density:.2f} g/cm$^3$, 64 ions")

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -63,18 +64,21 @@ from ase.optimize import FIRE
 from torch import nn
 
 import hybridpot as hp
+from hybridpot.data import molten_nacl_model_path
 
 
-def get_model(path: str, output: Path):
-    if Path(path).exists():
-        return hp.load(path)
-    print(f"{path} not found: training a small 4G model first")
-    from dataclasses import replace
+def get_model(path: Optional[str]):
+    path = Path(path) if path else molten_nacl_model_path()
+    if not path.exists():
+        raise SystemExit(f"{path} not found; train one with: python examples/train_molten_nacl.py --install")
+    return hp.load(path)
 
-    from hybridpot.demo import FULL, run_demo
 
-    run_demo(output / "training", settings=replace(FULL, epochs_2g=1, charge_epochs_4g=20, epochs_4g=60, md_steps=10))
-    return hp.load(output / "training" / "model_4G.pt")
+def spacing_for_density(density: float) -> float:
+    """Ion-site spacing (Å) of the [Na2Cl]+ Cl- grid at ``density`` g/cm^3 (one NaCl unit per site)."""
+    from hybridpot.molten_salt import NACL_MOLAR_MASS
+
+    return (NACL_MOLAR_MASS / units._Nav / density * 1e24) ** (1 / 3)
 
 
 def cation_geometry() -> np.ndarray:
@@ -209,10 +213,11 @@ def report_collapse(exc: Exception, stage: str, step: int, atoms: Atoms, output:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="toy ionic liquid [Na2Cl]+ Cl- with per-ion fragment charges")
-    parser.add_argument("--model", default="hybridpot_demo/model_4G.pt")
+    parser.add_argument("--model", default=None, help="saved 4G model (default: the shipped molten-NaCl model)")
     parser.add_argument("--output", default="ionic_liquid")
     parser.add_argument("--pairs", type=int, default=4, help="ion pairs (4, 32, ...; default 4 = 16 atoms)")
-    parser.add_argument("--spacing", type=float, default=4.6, help="distance between ion sites (Å)")
+    parser.add_argument("--density", type=float, default=1.55, help="g/cm^3 (sets the ion-site spacing)")
+    parser.add_argument("--spacing", type=float, default=None, help="distance between ion sites (Å; overrides --density)")
     parser.add_argument("--steps", type=int, default=300, help="Langevin steps, and as many NVE steps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="Langevin temperature (K)")
@@ -223,7 +228,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    model = get_model(args.model, output)
+    model = get_model(args.model)
+    spacing = args.spacing if args.spacing else spacing_for_density(args.density)
     if model.charges is None:
         raise SystemExit("this example needs a 4G model (with a charge model)")
     if args.wall > 0:
@@ -231,7 +237,7 @@ def main(argv=None):
         print(f"repulsive wall below {args.wall} Å added to the model's short range (--wall 0: none)")
 
     rng = np.random.default_rng(args.seed)
-    atoms = build_box(args.pairs, args.spacing, rng, pbc=not args.no_pbc)
+    atoms = build_box(args.pairs, spacing, rng, pbc=not args.no_pbc)
     atoms.calc = hp.HybridCalculator(model, skin=0.5)
     print(f"{args.pairs} x [Na2Cl]+ Cl-: {len(atoms)} atoms, {'periodic box' if atoms.pbc.all() else 'droplet'} "
           f"{atoms.cell.lengths()[0]:.2f} Å; fragments: {len(atoms.info['fragments'])} ions with charges +1/-1")

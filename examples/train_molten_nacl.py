@@ -26,6 +26,7 @@ import torch
 import hybridpot as hp
 from hybridpot.data import load_molten_nacl, load_nacl_clusters, molten_nacl_model_path
 from hybridpot.training import AtomsDataset, Trainer, TrainingConfig, evaluate_model
+from hybridpot.training.config import SchedulerConfig
 
 
 def build_model(cutoff: float = 6.0, real_space_cutoff: float = 9.0) -> hp.HybridPotential:
@@ -51,9 +52,10 @@ def split_errors(model, dataset: AtomsDataset) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--charge-epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--energy-weight", type=float, default=4.0, help="loss weight of energies (forces: 1)")
     parser.add_argument("--output", default="molten_nacl_training")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/molten_nacl_4G.pt")
     args = parser.parse_args(argv)
@@ -66,7 +68,9 @@ def main(argv=None):
     print(f"{len(melt)} melt boxes + {len(clusters)} clusters: {len(train)} train, {len(validation)} validation, "
           f"{len(test)} test")
     config = TrainingConfig(epochs=args.epochs, charge_epochs=args.charge_epochs, lr=5e-3, charge_lr=5e-3,
-                            batch_size=args.batch_size, early_stopping_patience=args.epochs)
+                            batch_size=args.batch_size, early_stopping_patience=args.epochs,
+                            weights={"energy": args.energy_weight, "forces": 1.0},
+                            scheduler=SchedulerConfig(kind="cosine", min_lr=1e-4))
     t0 = time.perf_counter()
     model = Trainer(model, train, validation, config=config, directory=args.output).fit()
     print(f"training: {time.perf_counter() - t0:.0f} s")
