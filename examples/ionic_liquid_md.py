@@ -1,47 +1,46 @@
-"""A small ionic-liquid-like box with per-ion fragment charges: Langevin, then NVE, energy drift.
+"""A small ionic-liquid-like box with per-ion fragment charges: relaxation, Langevin, NVE, energy drift.
 
 Usage::
 
-    hybridpot demo                      # trains hybridpot_demo/model_4G.pt (a few minutes)
-    python examples/ionic_liquid_md.py [--model hybridpot_demo/model_4G.pt] [--pairs 4] [--steps 300]
+    python examples/ionic_liquid_md.py [--model PATH] [--pairs 4] [--steps 600] [--ion-charge 0.58]
 
-Without a model file a small 4G model is trained on the shipped NaCl data first. With the demo
-model the default run (16 atoms, 300 + 300 steps of 1 fs) takes about a minute on one CPU core.
+Default model: the shipped ``hybridpot/data/molten_nacl_4G.pt`` (GFN1-xTB, NaCl clusters + melt;
+``examples/train_molten_nacl.py``). The default run (16 atoms, FIRE, 600 + 600 steps of 1 fs)
+takes about a minute on one CPU core.
 
 What it is
 ----------
-A toy "ionic liquid" made of molecular ions the demo's 4G model knows: linear [Na-Cl-Na]+ cations
-(the relaxed Na2Cl+ cluster of the shipped GFN1-xTB data) and Cl- anions, ``--pairs`` ion pairs
-on a rock-salt arrangement of ion sites ``--spacing`` apart (each cation randomly oriented) in a
-periodic cubic box (``--no-pbc``: the same ions as a finite droplet). Each ion is a **fragment**
-with a fixed charge: ``atoms.info["fragments"]`` lists the atoms of each ion and
-``atoms.info["fragment_charges"]`` is +1 for each cation and -1 for each anion. Charge
+A toy ionic liquid made of molecular ions the model knows: linear [Na-Cl-Na] cations (the
+relaxed Na2Cl+ cluster of the shipped GFN1-xTB data) and Cl anions, ``--pairs`` ion pairs on a
+rock-salt arrangement of ion sites in a periodic cubic box at the density of molten NaCl
+(``--density`` 1.55 g/cm^3, or ``--spacing``; ``--no-pbc``: a finite droplet). Each ion is a
+**fragment** with a fixed charge: ``atoms.info["fragments"]`` lists the atoms of each ion and
+``atoms.info["fragment_charges"]`` is +q for each cation and -q for each anion. Charge
 equilibration then distributes charge only *within* each ion (one Lagrange multiplier per
 fragment), so no charge flows between ions, as one assumes for a classical ionic-liquid force
-field; electrostatics between ions use Ewald sums with Gaussian charges. The script optionally
-relaxes the start with FIRE (``--relax-steps``, default none), runs Langevin dynamics
-(``--temperature``, default 300 K) and then NVE, and prints the temperature, the NVE energy
-drift (meV/atom/ps), the largest |E - E0|, the largest deviation of any ion's charge from its
-+-1, the number of neighbour-list rebuilds and the closest contacts.
+field; electrostatics between ions use Ewald sums with Gaussian charges. The script relaxes the
+start with FIRE (``--relax-steps``), runs Langevin dynamics (``--temperature``, default 300 K), then
+NVE, and prints the temperature, the NVE energy drift (meV/atom/ps), the largest |E - E0|, the
+largest deviation of any ion's charge from its target, the number of neighbour-list rebuilds and
+the closest contacts.
 
-A repulsive wall ``k (1.6 Å - r)^2`` (k = 50 eV/Å^2, zero beyond 1.6 Å; ``--wall 0`` removes it)
-is added to the model's short range: the training data has no pair closer than 1.7 Å, and
-without the wall the demo model's Na-Cl bond inside a cation fell to 1.0 Å (a hole in the
-learned energy) within 230-390 fs of NVE in every periodic run tried (300 K, with and without
-FIRE pre-relaxation, site spacing 4.6 and 5.5 Å). The run stops with a message when two atoms come
-closer than 1.0 Å.
+Ion charge: ``--ion-charge`` defaults to 0.58 e, the charge transfer per NaCl unit of the
+training data (GFN1-xTB Mulliken charges in the melt: Na +0.58, Cl -0.58), in the spirit of the
+scaled ionic charges (+-0.8) of ionic-liquid force fields. With integer charges +-1 a Cl carries
+-1 e, a charge the model never saw next to a Na (the data's most negative Cl in a condensed
+environment is about -0.6 e); measured: a FIRE relaxation then fell into a hole of the learned
+energy (two atoms of different ions 0.82 Å apart), and without relaxation Langevin at 300 K
+collapsed a cation (Na-Cl 0.64 Å) after 280 steps. ``--wall R`` adds a repulsive wall
+``k (R - r)^2`` (k = 50 eV/Å^2) below R Å; with ``--ion-charge 1 --wall 1.6`` the run survives
+but keeps falling against the wall (1.46 Å contacts; 1215 K at the end of the 300 K Langevin run,
+2150 K mean in NVE): integer charges are outside this model's domain. The run stops with a
+message when two atoms come closer than 1.0 Å.
 
 What it is not
 --------------
-* Not a real ionic liquid ([EMIM][BF4] etc.): the demo model only knows Na and Cl, and was trained
-  on gas-phase Na_nCl_m clusters with total charge 0 and +1 (no periodic data, no isolated anion,
-  no condensed phase). The box is an extrapolation: read the output as the workflow (a 4G model
-  with per-fragment charge constraints in periodic ASE MD, Langevin then NVE), not as physics.
-  Measured with the demo model (seed 0, defaults): the potential energy keeps falling (FIRE
-  lowered it by 26 eV, 1.6 eV/atom, without converging), so the box heats from ~400 K after
-  Langevin to a mean of ~1100 K in NVE: the model has a spurious deep basin for this phase.
-* The fragment assignment is fixed at the start: if a Cl- binds to a cation in the melt the
-  constraints still force +1/-1 on the original ions (there is no bond topology update).
+* Not a real ionic liquid ([EMIM][BF4] etc.): the model only knows Na and Cl. The molecular
+  cations are held together only by the fragment assignment and the learned Na-Cl bonding; the
+  assignment is fixed at the start (no topology update if a Cl moves to another cation).
 * The energy drift measures integration quality and the consistency of forces with the energy
   (they are exact gradients, including through the constrained charges), not model accuracy.
 """
@@ -98,7 +97,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
-def build_box(n_pairs: int, spacing: float, rng: np.random.Generator, pbc: bool = True) -> Atoms:
+def build_box(n_pairs: int, spacing: float, rng: np.random.Generator, pbc: bool = True, ion_charge: float = 1.0) -> Atoms:
     """``n_pairs`` [Na2Cl]+ Cl- pairs on alternating sites of a cubic grid; fragments in ``info``.
 
     Parameters
@@ -107,6 +106,8 @@ def build_box(n_pairs: int, spacing: float, rng: np.random.Generator, pbc: bool 
         Number of ion pairs; 2 * n_pairs must be a perfect cube of an even number (4, 32, 108, ...).
     spacing : float
         Distance between neighbouring ion sites (Å).
+    ion_charge : float
+        Charge of each cation (e); each anion gets the opposite.
     """
     n_side = round((2 * n_pairs) ** (1 / 3))
     if n_side**3 != 2 * n_pairs or n_side % 2:
@@ -120,12 +121,12 @@ def build_box(n_pairs: int, spacing: float, rng: np.random.Generator, pbc: bool 
             symbols += ["Na", "Cl", "Na"]
             positions += list(site + cation @ random_rotation(rng).T)
             fragments.append([start, start + 1, start + 2])
-            charges.append(1.0)
+            charges.append(ion_charge)
         else:
             symbols.append("Cl")
             positions.append(site)
             fragments.append([start])
-            charges.append(-1.0)
+            charges.append(-ion_charge)
     atoms = Atoms(symbols, positions=positions, cell=[spacing * n_side] * 3, pbc=pbc)
     atoms.info["charge"] = 0.0
     atoms.info["fragments"] = fragments
@@ -153,7 +154,7 @@ class CoreWall(nn.Module):
     """The model's short-range term plus a repulsive wall below ``r_wall`` (Å):
     ``sum_{i<j} k (r_wall - r_ij)^2`` for ``r_ij < r_wall``, zero (with zero slope) beyond, eV.
 
-    The demo data has no pair closer than 1.7 Å, and below that the learned energy can turn
+    The training data has no pair closer than 1.7 Å, and below that the learned energy can turn
     attractive (a hole MD falls into). A wall at 1.6 Å leaves every structure of the training range
     unchanged and only keeps trajectories out of the unlearned region.
     """
@@ -205,9 +206,9 @@ def write_structure(atoms: Atoms, path: Path) -> None:
 
 def report_collapse(exc: Exception, stage: str, step: int, atoms: Atoms, output: Path):
     write_structure(atoms, output / "collapsed.extxyz")
-    print(f"STOPPED in {stage} at step {step}: {exc}. The model has left its training domain (gas-phase "
-          f"clusters) and fell into a hole of the learned energy; structure in {output / 'collapsed.extxyz'}. "
-          "Try a lower --temperature, or train on data of the condensed phase.")
+    print(f"STOPPED in {stage} at step {step}: {exc}. The model has left its training domain and fell into a "
+          f"hole of the learned energy; structure in {output / 'collapsed.extxyz'}. Try --wall 1.6, a smaller "
+          "--ion-charge or a lower --temperature, or train on data of this system.")
     return {"collapsed": True, "stage": stage, "step": int(step)}
 
 
@@ -218,12 +219,14 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=4, help="ion pairs (4, 32, ...; default 4 = 16 atoms)")
     parser.add_argument("--density", type=float, default=1.55, help="g/cm^3 (sets the ion-site spacing)")
     parser.add_argument("--spacing", type=float, default=None, help="distance between ion sites (Å; overrides --density)")
-    parser.add_argument("--steps", type=int, default=300, help="Langevin steps, and as many NVE steps")
+    parser.add_argument("--steps", type=int, default=600, help="Langevin steps, and as many NVE steps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="Langevin temperature (K)")
-    parser.add_argument("--relax-steps", type=int, default=0, help="FIRE steps before MD (0: none)")
-    parser.add_argument("--wall", type=float, default=1.6, help="repulsive wall below this distance (Å; 0: none)")
+    parser.add_argument("--relax-steps", type=int, default=300, help="FIRE steps before MD (0: none)")
+    parser.add_argument("--wall", type=float, default=0.0, help="repulsive wall below this distance (Å; 0: none)")
     parser.add_argument("--no-pbc", action="store_true", help="a finite droplet instead of a periodic box")
+    parser.add_argument("--ion-charge", type=float, default=0.58,
+                        help="charge of each ion (e): +q cations, -q anions (default 0.58, see the docstring)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     output = Path(args.output)
@@ -234,13 +237,13 @@ def main(argv=None):
         raise SystemExit("this example needs a 4G model (with a charge model)")
     if args.wall > 0:
         model.short_range = CoreWall(model.short_range, r_wall=args.wall)
-        print(f"repulsive wall below {args.wall} Å added to the model's short range (--wall 0: none)")
+        print(f"repulsive wall below {args.wall} Å added to the model's short range")
 
     rng = np.random.default_rng(args.seed)
-    atoms = build_box(args.pairs, spacing, rng, pbc=not args.no_pbc)
+    atoms = build_box(args.pairs, spacing, rng, pbc=not args.no_pbc, ion_charge=args.ion_charge)
     atoms.calc = hp.HybridCalculator(model, skin=0.5)
-    print(f"{args.pairs} x [Na2Cl]+ Cl-: {len(atoms)} atoms, {'periodic box' if atoms.pbc.all() else 'droplet'} "
-          f"{atoms.cell.lengths()[0]:.2f} Å; fragments: {len(atoms.info['fragments'])} ions with charges +1/-1")
+    print(f"{args.pairs} x [Na2Cl] [Cl] ion pairs: {len(atoms)} atoms, {'periodic box' if atoms.pbc.all() else 'droplet'} "
+          f"{atoms.cell.lengths()[0]:.2f} Å; fragments: {len(atoms.info['fragments'])} ions with charges +-{args.ion_charge:g} e")
     q0 = atoms.get_charges()
     print(f"start: E = {atoms.get_potential_energy():.3f} eV, QEq charge of the central Cl of a cation "
           f"{q0[1]:+.3f} e, of a Cl- {q0[3]:+.3f} e, max |ion charge - target| {ion_charge_error(atoms):.1e} e")
@@ -294,8 +297,8 @@ def main(argv=None):
           f"neighbour-list builds: {atoms.calc.n_neighbor_builds}")
     print(f"closest contact: {min(min_all):.2f} Å (any two atoms), {min(min_inter):.2f} Å (atoms of different ions)")
     if min(min_all) < 1.5:
-        print("WARNING: two atoms came closer than 1.5 Å: the model has left its training domain "
-              "(gas-phase clusters); do not trust this trajectory.")
+        print("WARNING: two atoms came closer than 1.5 Å: the model has left its training domain; "
+              "do not trust this trajectory.")
     write_structure(atoms, output / "final.extxyz")
     print(f"final structure: {output / 'final.extxyz'}")
     return {"collapsed": False, "drift_meV_per_atom_per_ps": float(drift * 1000), "max_ion_charge_error_e": float(max(ion_errors)),

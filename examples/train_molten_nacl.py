@@ -11,7 +11,23 @@ seed 0. The model: Behler–Parrinello short range with charges as an extra inpu
 charge equilibration with electronegativity networks, Gaussian-charge electrostatics (direct sums
 for clusters, Ewald for the boxes, 9 Å real-space cutoff). Prints the test-set errors separately for
 clusters and melt. ``hybridpot/data/molten_nacl_4G.pt`` (used by ``electrolyte_md.py`` and
-``ionic_liquid_md.py``) was made by this script with its defaults.
+``ionic_liquid_md.py``) was made by this script with its defaults (15 min on one core).
+
+Measured (test split; and on 5 frames of the model's own 1200 K NVE trajectory recomputed with
+GFN1-xTB by ``electrolyte_md.py --check-xtb 5``):
+
+==========================================  ===============  ==============================
+setting                                     melt test        own melt MD vs GFN1-xTB
+==========================================  ===============  ==============================
+defaults (60 epochs, plateau, weight 1)     E 21.5 meV/atom  F 0.126 eV/Å, E spread 6.4
+                                            F 0.119 eV/Å     meV/atom, q 0.035 e
+--epochs 100 --schedule cosine              E 10.5 meV/atom  F 0.245 eV/Å, E spread 16.4
+--energy-weight 4                           F 0.135 eV/Å     meV/atom, q 0.064 e
+==========================================  ===============  ==============================
+
+The second setting fits the test set's energies better (clusters too: 101 vs 147 meV/atom) but
+is twice as wrong where its own dynamics goes, so the defaults keep the first; adding frames of
+the model's own MD to the data (one active-learning round) is the next step.
 """
 
 from __future__ import annotations
@@ -52,10 +68,11 @@ def split_errors(model, dataset: AtomsDataset) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--charge-epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--energy-weight", type=float, default=4.0, help="loss weight of energies (forces: 1)")
+    parser.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energies (forces: 1)")
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau", help="learning-rate schedule")
     parser.add_argument("--output", default="molten_nacl_training")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/molten_nacl_4G.pt")
     args = parser.parse_args(argv)
@@ -70,7 +87,7 @@ def main(argv=None):
     config = TrainingConfig(epochs=args.epochs, charge_epochs=args.charge_epochs, lr=5e-3, charge_lr=5e-3,
                             batch_size=args.batch_size, early_stopping_patience=args.epochs,
                             weights={"energy": args.energy_weight, "forces": 1.0},
-                            scheduler=SchedulerConfig(kind="cosine", min_lr=1e-4))
+                            scheduler=SchedulerConfig(kind=args.schedule, min_lr=1e-4))
     t0 = time.perf_counter()
     model = Trainer(model, train, validation, config=config, directory=args.output).fit()
     print(f"training: {time.perf_counter() - t0:.0f} s")

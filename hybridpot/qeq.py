@@ -336,8 +336,9 @@ class ChargeEquilibration(nn.Module):
         Electronegativity network shape (one network per element, linear output, eV/e).
     solver : {"auto", "dense", "matrix_free"}
     cg_tol, cg_maxiter
-        Relative residual tolerance and iteration limit of the matrix-free solver (the
-        tolerance is raised to ``50 eps`` of the dtype, e.g. 6e-6 in float32).
+        Relative residual tolerance and iteration limit of the matrix-free solver, which
+        solves in float64 whatever the model's dtype (the tolerance is raised to at least
+        ``50 eps`` of float64).
     hardness : float or dict
         Initial hardness ``J_Z`` (eV/e^2), learnable (softplus parametrisation, always > 0).
     sigma : float or dict
@@ -505,12 +506,16 @@ class ChargeEquilibration(nn.Module):
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
                 op, _, _ = periodic_operator(system, graph, sigma, s, self.params, self.periodic_method)
-                # the relative residual cannot go below the rounding level of the dtype
-                tol = max(self.cg_tol, 50.0 * torch.finfo(dtype).eps)
-                setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local, t_local,
-                                         tol, self.cg_maxiter, self._preconditioner_kind(),
+                # the CG solve (and its adjoint) always runs in float64: in float32 the rounding
+                # noise of a large PME product stalls CG above its tolerance (seen at 8000 atoms)
+                # and can break its positive definiteness
+                tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
+                setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local,
+                                         t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b]))
-                q = _MatrixFreeQEq.apply(setup, chi[a:b], diag[a:b], op.positions, op.cell, op.distances, op.sigma)
+                as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], op.positions, op.cell,
+                                                                   op.distances, op.sigma)]
+                q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
                 self._iteration_logs.append(setup.iterations)
                 aq = op.matvec(q) + diag[a:b] * q
                 energy = torch.dot(chi[a:b], q) + 0.5 * torch.dot(q, aq)

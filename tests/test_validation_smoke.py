@@ -90,7 +90,8 @@ def test_ionic_liquid_example_main(models_dir, tmp_path):
     assert sum(len(f) for f in atoms.info["fragments"]) == 16
     with pytest.raises(ValueError, match="cube"):
         script.build_box(3, 4.6, np.random.default_rng(0))
-    out = script.main(["--model", str(models_dir / "model_4G.pt"), "--output", str(tmp_path), "--steps", "3"])
+    out = script.main(["--model", str(models_dir / "model_4G.pt"), "--output", str(tmp_path), "--steps", "3",
+                       "--relax-steps", "0", "--wall", "1.6", "--ion-charge", "1", "--spacing", "4.6"])
     assert not out["collapsed"]  # 3 steps from ions >= 2.3 Å apart
     assert out["max_ion_charge_error_e"] < 1e-10
     assert np.isfinite(out["drift_meV_per_atom_per_ps"])
