@@ -323,8 +323,6 @@ class PeriodicCoulomb:
             out = out + self.cos.T @ (self.g.unsqueeze(1) * (self.cos @ vv))
             out = out + self.sin.T @ (self.g.unsqueeze(1) * (self.sin @ vv))
             out = out - self.self_term * vv - self.background * vv.sum(dim=0, keepdim=True)
-        elif not torch.is_grad_enabled() and vv.device.type == "cpu":
-            out = out + self._pme_kspace_nograd(vv)
         else:
             out = out + self._pme_kspace(vv)
         if self.sigma is not None:
@@ -343,7 +341,14 @@ class PeriodicCoulomb:
         single ``index_select`` (torch-pme 0.5.0 indexes with three index tensors, several
         times slower on CPU, and spends most of a large PME call there).
         """
-        if getattr(self, "_stencil", None) is None:
+        grad = torch.is_grad_enabled()
+        cache = getattr(self, "_stencils", None)
+        if cache is None:
+            cache = self._stencils = {}
+        if grad not in cache and (not grad) and True in cache:
+            flat, weights = cache[True]
+            cache[False] = (flat, weights.detach())
+        if grad not in cache:
             mi = self.calculator.mesh_interpolator
             p = self.params.interpolation_nodes
             nx, ny, nz = self.mesh_shape
@@ -353,8 +358,10 @@ class PeriodicCoulomb:
             flat = (ix[:, None, None] * ny + iy[None, :, None]) * nz + iz[None, None, :]
             weights = w[:, None, None, :, 0] * w[None, :, None, :, 1] * w[None, None, :, :, 2]
             n = w.shape[1]
-            self._stencil = (flat.reshape(p**3, n), weights.reshape(p**3, n))
-        return self._stencil
+            weights = weights.reshape(p**3, n)
+            # weights made without autograd are kept apart: they must not reach a differentiable call
+            cache[grad] = (flat.reshape(p**3, n), weights if grad else weights.detach())
+        return cache[grad]
 
     def _pme_kspace(self, v: torch.Tensor) -> torch.Tensor:
         """PME k-space potential (full, not halved) of ``v`` ``[n, channels]``, differentiable in
@@ -369,40 +376,6 @@ class PeriodicCoulomb:
         phi = self.calculator.kspace_filter.forward(rho.T.reshape(channels, nx, ny, nz)).reshape(channels, -1).T
         interpolated = (phi.index_select(0, flat.reshape(-1)).reshape(weights.shape + (channels,)) * weights.unsqueeze(2)).sum(0)
         return interpolated / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
-
-    def _pme_kspace_nograd(self, v: torch.Tensor) -> torch.Tensor:
-        """torch-pme's PME k-space potential (full, not halved) with the charge spreading and
-        interpolation as cached sparse matrices; for products without autograd (CG).
-
-        Same arithmetic as ``PMECalculator._compute_kspace`` for a 3D-periodic cell:
-        spread, k-space filter, interpolate / V, minus the self term and the background.
-        """
-        self._build_mesh_maps()
-        nx, ny, nz = self.mesh_shape
-        channels = v.shape[1]
-        flat, cols, weights = self._spread
-        rho = v.new_zeros(nx * ny * nz, channels).index_add_(0, flat, weights.unsqueeze(1) * v[cols])
-        rho = rho.T.reshape(channels, nx, ny, nz)
-        phi = self.calculator.kspace_filter.forward(rho).reshape(channels, -1).T
-        out = (self._gather @ phi.contiguous()) / self.volume
-        return out - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
-
-    def _build_mesh_maps(self) -> None:
-        """Cache the PME spreading (COO lists) and interpolation (CSR) maps, without gradients."""
-        mi = self.calculator.mesh_interpolator
-        nx, ny, nz = self.mesh_shape
-        if getattr(self, "_spread", None) is None:
-            w = (
-                mi.interpolation_weights[mi.x_shifts, :, 0]
-                * mi.interpolation_weights[mi.y_shifts, :, 1]
-                * mi.interpolation_weights[mi.z_shifts, :, 2]
-            ).detach()  # [nodes^3, n]
-            flat = ((mi.x_indices * ny + mi.y_indices) * nz + mi.z_indices).flatten()
-            n = w.shape[1]
-            cols = torch.arange(n, device=w.device).expand_as(w).flatten()
-            size = nx * ny * nz
-            self._spread = (flat, cols, w.flatten())
-            self._gather = _csr(torch.stack([cols, flat]), w.flatten(), (n, size))
 
     def kspace_preconditioner(self, diag: torch.Tensor):
         """Approximate inverse of ``C + diag(diag)`` for CG, built on the PME mesh (no gradients).
@@ -423,7 +396,6 @@ class PeriodicCoulomb:
         from torchpme.lib.kvectors import generate_kvectors_for_mesh
 
         with torch.no_grad():
-            self._build_mesh_maps()
             nx, ny, nz = self.mesh_shape
             cell = self.cell.detach()
             kvec = generate_kvectors_for_mesh(cell, torch.tensor([nx, ny, nz], device=cell.device))
@@ -438,14 +410,14 @@ class PeriodicCoulomb:
             h = torch.where(k2 == 0, torch.zeros_like(k2), 0.95 * lam / (1.0 + lam))
             scale = 1.0 / torch.sqrt(d)
             norm = nx * ny * nz / n
-            flat, cols, weights = self._spread
-            gather = self._gather
+            flat, weights = self._mesh_stencil()
+            index = flat.reshape(-1)
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             v = scale * r
-            mesh = v.new_zeros(nx * ny * nz).index_add_(0, flat, weights * v[cols]).reshape(nx, ny, nz)
-            smooth = torch.fft.irfftn(torch.fft.rfftn(mesh) * h, s=(nx, ny, nz)).reshape(-1, 1)
-            return scale * (v - norm * (gather @ smooth).squeeze(1))
+            mesh = v.new_zeros(nx * ny * nz).index_add_(0, index, (weights * v).reshape(-1)).reshape(nx, ny, nz)
+            smooth = torch.fft.irfftn(torch.fft.rfftn(mesh) * h, s=(nx, ny, nz)).reshape(-1)
+            return scale * (v - norm * (smooth.index_select(0, index).reshape(weights.shape) * weights).sum(0))
 
         return apply
 
