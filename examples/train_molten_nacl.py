@@ -75,10 +75,12 @@ def main(argv=None):
     parser.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau", help="learning-rate schedule")
     parser.add_argument("--output", default="molten_nacl_training")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/molten_nacl_4G.pt")
+    parser.add_argument("--no-model-md", action="store_true",
+                        help="leave out the active-learning frames (how the round-0 model was trained)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
-    melt, clusters = load_molten_nacl(), load_nacl_clusters()
+    melt, clusters = load_molten_nacl(include_model_md=not args.no_model_md), load_nacl_clusters()
     model = build_model()
     data = AtomsDataset.from_atoms(melt + clusters, cutoff=model.cutoff)
     train, validation, test = data.split((0.8, 0.1, 0.1), seed=0)

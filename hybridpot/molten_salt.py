@@ -209,14 +209,63 @@ def generate_molten_nacl_dataset(
     return labelled
 
 
+def model_snapshots(
+    model,
+    states: Sequence[Tuple[float, float]] = ((1.556, 1200.0), (1.40, 1600.0), (1.70, 2500.0), (1.556, 2000.0)),
+    snapshots_per_state: int = 10,
+    seed: int = 1,
+    equilibration_steps: int = 300,
+    interval: int = 50,
+    progress: bool = True,
+) -> List[Atoms]:
+    """Active learning: snapshots of a trained model's own melt MD, labelled with GFN1-xTB.
+
+    Langevin MD (1 fs steps, friction 0.02/fs) of the 64-ion box with ``model`` (a
+    :class:`hybridpot.HybridPotential`) at each (density g/cm^3, temperature K) of ``states``,
+    ``equilibration_steps`` first, then a snapshot every ``interval`` steps. The frames are where
+    the model's dynamics goes (not where the sampler's went), so adding them to the training data
+    corrects the model where MD needs it.
+    """
+    from tqdm import tqdm
+
+    from .calculator import HybridCalculator
+    from .reference import compute_reference
+
+    rng = np.random.default_rng(seed)
+    frames: List[Atoms] = []
+    for density, temperature in tqdm(states, desc="model MD", disable=not progress):
+        atoms = nacl_box(2, density)
+        atoms.rattle(0.1, rng=rng)
+        atoms.calc = HybridCalculator(model, skin=0.5)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng)
+        dyn.run(equilibration_steps)
+        for _ in range(snapshots_per_state):
+            dyn.run(interval)
+            frame = Atoms(atoms.numbers, positions=atoms.get_positions(wrap=True), cell=atoms.cell, pbc=True)
+            frame.info.update(charge=0.0, source=f"model md {temperature:.0f} K {density:.2f} g/cm3")
+            frames.append(frame)
+    return [compute_reference(f) for f in tqdm(frames, desc="GFN1-xTB", disable=not progress)]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="molten_nacl.extxyz.gz")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshots-per-state", type=int, default=14)
     parser.add_argument("--crystal-snapshots", type=int, default=12)
+    parser.add_argument("--from-model", default=None, metavar="MODEL",
+                        help="active learning: label snapshots of this model's own melt MD instead")
     args = parser.parse_args(argv)
     from .reference import write_dataset
+
+    if args.from_model:
+        from .model import load
+
+        images = model_snapshots(load(args.from_model), seed=args.seed)
+        write_dataset(images, args.output)
+        print(f"wrote {len(images)} structures to {args.output}")
+        return 0
 
     images = generate_molten_nacl_dataset(
         seed=args.seed, snapshots_per_state=args.snapshots_per_state, crystal_snapshots=args.crystal_snapshots

@@ -7,7 +7,7 @@ from ase.calculators.fd import calculate_numerical_forces
 
 import hybridpot as hp
 from conftest import one_torch_thread
-from hybridpot.data import load_molten_nacl, molten_nacl_model_path, molten_nacl_path
+from hybridpot.data import load_molten_nacl, molten_nacl_model_md_path, molten_nacl_model_path, molten_nacl_path
 from hybridpot.electrostatics import COULOMB_CONSTANT
 from hybridpot.molten_salt import NACL_MOLAR_MASS, TosiFumi, nacl_box
 
@@ -53,7 +53,14 @@ def test_nacl_box_density():
 
 @pytest.fixture(scope="module")
 def melt():
-    return load_molten_nacl()
+    return load_molten_nacl(include_model_md=False)
+
+
+@pytest.fixture(scope="module")
+def model_md():
+    import ase.io
+
+    return ase.io.read(str(molten_nacl_model_md_path()), index=":", format="extxyz")
 
 
 def test_shipped_melt_dataset(melt):
@@ -73,6 +80,17 @@ def test_shipped_melt_dataset(melt):
     # the closest contacts seen in the melt set the range a model trained on it covers
     d_min = min(a.get_all_distances(mic=True)[np.triu_indices(64, 1)].min() for a in melt)
     assert 1.7 < d_min < 2.4
+
+
+def test_active_learning_frames(melt, model_md):
+    """Frames of the round-0 model's own MD (hybridpot.molten_salt.model_snapshots), GFN1-xTB labelled."""
+    assert molten_nacl_model_md_path().stat().st_size < 1e6
+    assert len(model_md) == 40
+    assert all(str(a.info["source"]).startswith("model md") for a in model_md)
+    for atoms in model_md:
+        assert len(atoms) == 64 and atoms.pbc.all() and atoms.info["method"] == "GFN1-xTB"
+        assert abs(atoms.get_charges().sum()) < 1e-6 and atoms.get_stress().shape == (6,)
+    assert len(load_molten_nacl()) == len(melt) + len(model_md)
 
 
 def test_recomputing_a_shipped_melt_structure_reproduces_it(melt):

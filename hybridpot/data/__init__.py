@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-__all__ = ["DATA_DIR", "nacl_clusters_path", "load_nacl_clusters", "molten_nacl_path", "load_molten_nacl", "molten_nacl_model_path"]
+__all__ = ["DATA_DIR", "nacl_clusters_path", "load_nacl_clusters", "molten_nacl_path", "load_molten_nacl", "molten_nacl_model_path",
+           "molten_nacl_model_md_path"]
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -40,16 +41,25 @@ def molten_nacl_path() -> Path:
     return DATA_DIR / "molten_nacl.extxyz.gz"
 
 
-def load_molten_nacl() -> List:
+def molten_nacl_model_md_path() -> Path:
+    """Path of the active-learning frames: GFN1-xTB labels of the round-0 melt model's own MD."""
+    return DATA_DIR / "molten_nacl_model_md.extxyz.gz"
+
+
+def load_molten_nacl(include_model_md: bool = True) -> List:
     """The periodic molten-NaCl dataset (:mod:`hybridpot.molten_salt`) as ``ase.Atoms``.
 
-    64-ion boxes of liquid NaCl (Tosi–Fumi MD snapshots at 1.40-1.70 g/cm^3 and 1100-2500 K)
-    and rattled rock-salt crystals, each with GFN1-xTB energy (eV), forces (eV/Å), stress
-    (eV/Å^3) and charges (e).
+    64-ion boxes of liquid NaCl (Tosi–Fumi MD snapshots at 1.40-1.70 g/cm^3 and 1100-2500 K),
+    rattled rock-salt crystals and (``include_model_md``) snapshots of a trained model's own melt
+    MD (active learning, ``info["source"]`` starting with ``"model md"``), each with GFN1-xTB
+    energy (eV), forces (eV/Å), stress (eV/Å^3) and charges (e).
     """
     import ase.io
 
-    return ase.io.read(str(molten_nacl_path()), index=":", format="extxyz")
+    images = ase.io.read(str(molten_nacl_path()), index=":", format="extxyz")
+    if include_model_md and molten_nacl_model_md_path().exists():
+        images += ase.io.read(str(molten_nacl_model_md_path()), index=":", format="extxyz")
+    return images
 
 
 def molten_nacl_model_path() -> Path:
