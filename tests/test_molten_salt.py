@@ -117,8 +117,8 @@ def _model_errors(model, images):
 
 def test_shipped_melt_model_reproduces_the_melt_data(melt):
     """The shipped 4G melt model (examples/train_molten_nacl.py) loads with the current code and
-    reproduces GFN1-xTB on the melt data (every 4th box: train, validation and test frames) to
-    its stated accuracy (examples/README.md: melt test split 21.5 meV/atom, 0.119 eV/Å, 0.026 e)."""
+    reproduces GFN1-xTB on the Tosi-Fumi melt data (every 4th box: train, validation and test
+    frames) to its stated accuracy (measured 18.0 meV/atom, 0.088 eV/Å, 0.024 e; examples/README.md)."""
     model = hp.load(molten_nacl_model_path())
     de, f_rmse, q_rmse, f_scale = _model_errors(model, melt[::4])
     print(f"energy {1000 * np.sqrt(np.mean(de ** 2)):.1f} meV/atom (spread {1000 * de.std():.1f}), "
