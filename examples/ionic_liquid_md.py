@@ -28,7 +28,7 @@ Ion charge: ``--ion-charge`` defaults to 0.58 e, the charge transfer per NaCl un
 training data (GFN1-xTB Mulliken charges in the melt: Na +0.58, Cl -0.58), in the spirit of the
 scaled ionic charges (+-0.8) of ionic-liquid force fields. With integer charges +-1 a Cl carries
 -1 e, a charge the model never saw next to a Na (the data's most negative Cl in a condensed
-environment is about -0.6 e); measured: a FIRE relaxation then fell into a hole of the learned
+environment is about -0.6 e); measured with the round-0 model: a FIRE relaxation then fell into a hole of the learned
 energy (two atoms of different ions 0.82 Å apart), and without relaxation Langevin at 300 K
 collapsed a cation (Na-Cl 0.64 Å) after 280 steps. ``--wall R`` adds a repulsive wall
 ``k (R - r)^2`` (k = 50 eV/Å^2) below R Å; with ``--ion-charge 1 --wall 1.6`` the run survives
