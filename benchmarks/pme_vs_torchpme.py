@@ -20,6 +20,7 @@ Usage: python benchmarks/pme_vs_torchpme.py [--sizes 8000 27000 97336] [--accura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -49,8 +50,7 @@ class TorchPME:
         self.cutoff = params.real_space_cutoff
 
     def energy(self, system, neighbors, positions, charges):
-        system = hp.AtomicSystem(positions, system.numbers, system.cell, system.pbc, system.charge, system.batch,
-                                 system.ptr)
+        system = dataclasses.replace(system, positions=positions)
         half = build_graph(system, neighbors, positions=positions, cutoff=self.cutoff).half()
         phi = self.calculator(charges.unsqueeze(1), system.cell[0], positions, torch.stack([half.i, half.j], 1),
                               half.distances)
@@ -58,13 +58,12 @@ class TorchPME:
 
 
 class HybridPME:
-    def __init__(self, accuracy: float, cutoff: float):
-        self.electrostatics = hp.Electrostatics(method="pme", accuracy=accuracy, real_space_cutoff=cutoff)
+    def __init__(self, accuracy: float, cutoff: float, method: str = "pme"):
+        self.electrostatics = hp.Electrostatics(method=method, accuracy=accuracy, real_space_cutoff=cutoff)
         self.cutoff = cutoff
 
     def energy(self, system, neighbors, positions, charges):
-        system = hp.AtomicSystem(positions, system.numbers, system.cell, system.pbc, system.charge, system.batch,
-                                 system.ptr)
+        system = dataclasses.replace(system, positions=positions)
         graph = build_graph(system, neighbors, positions=positions, cutoff=self.cutoff)
         return self.electrostatics(system, graph, charges).sum()
 
@@ -80,9 +79,7 @@ def energy_forces(variant, system, neighbors, charges_requires_grad=False):
 
 def errors(variants, n, dtype, cutoff):
     atoms = point_charges(n)
-    ref_model = hp.Electrostatics(method="ewald", accuracy=1e-9, real_space_cutoff=max(cutoff, 12.0))
-    reference = HybridPME.__new__(HybridPME)
-    reference.electrostatics, reference.cutoff = ref_model, ref_model.cutoff
+    reference = HybridPME(1e-9, max(cutoff, 12.0), method="ewald")
     system64 = hp.AtomicSystem.from_ase(atoms)
     _, f_ref, v_ref = energy_forces(reference, system64, hp.compute_neighbors(system64, reference.cutoff), True)
     system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)

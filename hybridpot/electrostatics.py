@@ -306,6 +306,7 @@ class PeriodicCoulomb:
         calc.kspace_filter.update(self.cell, ns)
         calc.mesh_interpolator.compute_weights(self.positions)
         self.mesh_shape = tuple(int(n) for n in ns)
+        self._build_stencil()
 
         def _no_update(*args, **kwargs):
             return None
@@ -332,36 +333,31 @@ class PeriodicCoulomb:
             out = out + factor * (s2 * vv.sum(dim=0, keepdim=True) + (s2 * vv).sum(dim=0, keepdim=True))
         return out.squeeze(1) if squeeze else out
 
-    def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Flat mesh indices ``[p^3, n]`` (no gradient) and interpolation weights ``[p^3, n]``
-        (differentiable in positions and cell) of every atom's ``p^3`` stencil.
+    def _build_stencil(self) -> None:
+        """Flat mesh indices ``[p^3, n]`` and interpolation weights ``[p^3, n]`` of every atom's
+        ``p^3`` stencil, made once per operator (with autograd when the operator is built with it,
+        like torch-pme's 1D weights they come from).
 
         The 3D weights are built as an outer product of torch-pme's 1D weights and the mesh is
         addressed by one flat index, so spreading is a single ``index_add`` and interpolation a
         single ``index_select`` (torch-pme 0.5.0 indexes with three index tensors, several
         times slower on CPU, and spends most of a large PME call there).
         """
-        grad = torch.is_grad_enabled()
-        cache = getattr(self, "_stencils", None)
-        if cache is None:
-            cache = self._stencils = {}
-        if grad not in cache and (not grad) and True in cache:
-            flat, weights = cache[True]
-            cache[False] = (flat, weights.detach())
-        if grad not in cache:
-            mi = self.calculator.mesh_interpolator
-            p = self.params.interpolation_nodes
-            nx, ny, nz = self.mesh_shape
-            w = mi.interpolation_weights  # [p, n, 3]
-            # torch-pme's stencil order is meshgrid("ij") over (x, y, z) shifts
-            ix, iy, iz = mi.x_indices[:: p * p], mi.y_indices[: p * p : p], mi.z_indices[:p]  # [p, n]
-            flat = (ix[:, None, None] * ny + iy[None, :, None]) * nz + iz[None, None, :]
-            weights = w[:, None, None, :, 0] * w[None, :, None, :, 1] * w[None, None, :, :, 2]
-            n = w.shape[1]
-            weights = weights.reshape(p**3, n)
-            # weights made without autograd are kept apart: they must not reach a differentiable call
-            cache[grad] = (flat.reshape(p**3, n), weights if grad else weights.detach())
-        return cache[grad]
+        mi = self.calculator.mesh_interpolator
+        p = self.params.interpolation_nodes
+        nx, ny, nz = self.mesh_shape
+        w = mi.interpolation_weights  # [p, n, 3]
+        # torch-pme's stencil order is meshgrid("ij") over (x, y, z) shifts
+        ix, iy, iz = mi.x_indices[:: p * p], mi.y_indices[: p * p : p], mi.z_indices[:p]  # [p, n]
+        flat = (ix[:, None, None] * ny + iy[None, :, None]) * nz + iz[None, None, :]
+        weights = w[:, None, None, :, 0] * w[None, :, None, :, 1] * w[None, None, :, :, 2]
+        n = w.shape[1]
+        self._stencil = (flat.reshape(p**3, n), weights.reshape(p**3, n))
+
+    def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(flat indices, weights)`` of the stencil; the weights without their graph under no_grad."""
+        flat, weights = self._stencil
+        return flat, (weights if torch.is_grad_enabled() else weights.detach())
 
     def _pme_kspace(self, v: torch.Tensor) -> torch.Tensor:
         """PME k-space potential (full, not halved) of ``v`` ``[n, channels]``, differentiable in

@@ -1,5 +1,7 @@
 """TorchScript export of the local model pieces (hybridpot.export)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -43,8 +45,7 @@ def eager_pieces(model, atoms):
     """Per-atom short-range + dispersion energies, QEq charges and chi of the eager model."""
     system = hp.AtomicSystem.from_ase(atoms)
     positions = system.positions.clone().requires_grad_(True)
-    system = hp.AtomicSystem(positions, system.numbers, system.cell, system.pbc, system.charge, system.batch,
-                             system.ptr)
+    system = dataclasses.replace(system, positions=positions)
     graph = build_graph(system, compute_neighbors(system, model.cutoff))
     with torch.no_grad():
         q, _ = model.charges(system, graph)
