@@ -26,6 +26,7 @@ import torch
 import hybridpot as hp
 from hybridpot.neighbors import build_graph
 
+from _common import device_label, peak_memory_mb, reset_peak_memory, synchronize
 from short_range_scaling import liquid
 
 
@@ -44,29 +45,35 @@ def make_model(method: str, accuracy: float, cutoff: float, nodes: int = 7):
     )
 
 
-def run(model, atoms, dtype, repeats):
-    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)
+def run(model, atoms, dtype, repeats, device="cpu"):
+    """(median seconds per energy + forces call, peak memory MB, output)."""
+    model = model.to(device)
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=device)
     nl = hp.compute_neighbors(system, model.cutoff) if atoms.pbc.any() else hp.compute_neighbors(system, 1e-3)
     call = lambda: model(system, compute_stress=False, neighbors=nl)
+    reset_peak_memory(device)
     out = call()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         call()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    return statistics.median(times), peak_memory_mb(device), out
 
 
-def potential_error(model, atoms, dtype, reference):
+def potential_error(model, atoms, dtype, reference, device="cpu"):
     """(RMS potential error / mean |V|, max force error / max |F|) against ``reference``."""
-    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)
+    model = model.to(device)
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=device)
     nl = hp.compute_neighbors(system, model.cutoff)
     graph = build_graph(system, nl, cutoff=model.cutoff)
     q, sigma = model.charges(system, graph)
     qq = q.detach().clone().requires_grad_(True)
     e = model.electrostatics(system, graph, qq, sigma).sum()
-    v = torch.autograd.grad(e, qq)[0].double()
-    f = model(system, compute_stress=False, neighbors=nl)["forces"].double()
+    v = torch.autograd.grad(e, qq)[0].double().cpu()
+    f = model(system, compute_stress=False, neighbors=nl)["forces"].double().cpu()
     v_ref, f_ref = reference
     dv = (v - v_ref).pow(2).mean().sqrt() / v_ref.abs().mean()
     df = (f - f_ref).norm(dim=1).max() / f_ref.norm(dim=1).max()
@@ -98,12 +105,13 @@ def main(argv=None):
     parser.add_argument("--error-n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default="benchmarks/electrostatics_scaling.png")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = [(int(v.split(":")[0]), v.split(":")[1]) for v in args.pme_variants]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, accuracy {args.accuracy:g}, "
+    print(f"torch {torch.__version__}, {device_label(args.device)}, threads {torch.get_num_threads()}, accuracy {args.accuracy:g}, "
           f"real-space cutoff {args.cutoff} Å, Gaussian widths 1 Å")
 
     # accuracy of each PME variant (and Ewald) against a tight Ewald reference
@@ -114,7 +122,7 @@ def main(argv=None):
             [(f"pme n={n} {d}", "pme", n, d) for n, d in variants]:
         dtype = getattr(torch, dt)
         m = make_model(method, args.accuracy, args.cutoff, nodes).to(dtype)
-        dv, df = potential_error(m, atoms, dtype, ref)
+        dv, df = potential_error(m, atoms, dtype, ref, args.device)
         mesh = ""
         if method == "pme":
             p = m.electrostatics.params
@@ -126,29 +134,42 @@ def main(argv=None):
     rows = []
     for n in args.sizes:
         row = {"N": None}
+        memory = {}
         for c in cols:
             if c == "direct":
                 if n > args.direct_max:
                     continue
                 atoms = salt(n, periodic=False)
-                t, _ = run(make_model("direct", args.accuracy, args.cutoff), atoms, torch.float64, args.repeats)
+                t, mem, _ = run(make_model("direct", args.accuracy, args.cutoff), atoms, torch.float64, args.repeats,
+                                args.device)
             elif c == "ewald":
                 if n > args.ewald_max:
                     continue
                 atoms = salt(n)
-                t, _ = run(make_model("ewald", args.accuracy, args.cutoff).double(), atoms, torch.float64,
-                           args.repeats)
+                t, mem, _ = run(make_model("ewald", args.accuracy, args.cutoff).double(), atoms, torch.float64,
+                                args.repeats, args.device)
             else:
                 nodes, dt = c[3:].split("_")
                 atoms = salt(n)
                 dtype = getattr(torch, dt)
-                t, _ = run(make_model("pme", args.accuracy, args.cutoff, int(nodes)).to(dtype), atoms, dtype,
-                           args.repeats)
+                t, mem, _ = run(make_model("pme", args.accuracy, args.cutoff, int(nodes)).to(dtype), atoms, dtype,
+                                args.repeats, args.device)
             row[c] = t
+            memory[c] = mem
         row["N"] = len(salt(n))
         rows.append(row)
+        row["memory"] = memory
         print(f"{row['N']:>7} " + " ".join(f"{row[c]:>14.4f}" if c in row else f"{'-':>14s}" for c in cols),
               flush=True)
+    # peak memory per method needs a fresh peak per call: the GPU allocator gives that, the CPU's
+    # ru_maxrss does not (it keeps the largest earlier call's peak), so only on CUDA
+    if torch.device(args.device).type == "cuda":
+        print("\npeak GPU memory (allocator), MB per 1000 atoms")
+        print(f"{'N':>7} " + " ".join(f"{c:>14s}" for c in cols))
+    for row in rows if torch.device(args.device).type == "cuda" else []:
+        m = row["memory"]
+        print(f"{row['N']:>7} " + " ".join(f"{m[c] / row['N'] * 1000:>14.1f}" if c in m else f"{'-':>14s}"
+                                           for c in cols))
     if args.plot:
         import matplotlib
 
@@ -162,7 +183,7 @@ def main(argv=None):
                 ax.loglog(*zip(*pts), style, label=c)
         ax.set_xlabel("atoms N")
         ax.set_ylabel("energy + forces (s)")
-        ax.set_title(f"Electrostatics, accuracy {args.accuracy:g}, CPU")
+        ax.set_title(f"Electrostatics, accuracy {args.accuracy:g}, {device_label(args.device)}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

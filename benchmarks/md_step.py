@@ -60,27 +60,33 @@ def build_model(dtype):
     return model.to(dtype)
 
 
-def single(n: int, dtype_name: str, repeats: int) -> dict:
+def single(n: int, dtype_name: str, repeats: int, device: str = "cpu") -> dict:
     import hybridpot as hp
 
+    from _common import peak_memory_mb, reset_peak_memory, synchronize
     from short_range_scaling import liquid
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dtype = getattr(torch, dtype_name)
-    model = build_model(dtype)
+    model = build_model(dtype).to(device)
     atoms = liquid(n)
-    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=device)
+    synchronize(device)
     t0 = time.perf_counter()
     nl = hp.compute_neighbors(system, model.cutoff + 0.5)
+    synchronize(device)
     t_nl = time.perf_counter() - t0
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator(device=device).manual_seed(1)
+    reset_peak_memory(device)
 
     def step():
         """Move every atom a little (one MD-like step), then energy + forces."""
         system.positions = system.positions + 0.005 * torch.randn(system.positions.shape, generator=generator,
-                                                                 dtype=torch.float64).to(dtype)
+                                                                 dtype=dtype, device=device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = model(system, compute_stress=False, neighbors=nl)
+        synchronize(device)
         return time.perf_counter() - t0, out, list(getattr(model.charges, "last_iterations", []))
 
     first_s, out, first_iters = step()
@@ -90,6 +96,8 @@ def single(n: int, dtype_name: str, repeats: int) -> dict:
         times.append(t)
         iters.append(it)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if torch.device(device).type == "cuda":  # GPU memory instead of host RSS
+        peak, base = peak_memory_mb(device) * 1024, 0
     return {"N": len(atoms), "step_s": statistics.median(times), "first_s": first_s, "nl_s": t_nl,
             "cg_first": first_iters, "cg_steps": iters, "peak_rss_mb": peak / 1024,
             "base_rss_mb": base / 1024, "max_force": float(out["forces"].abs().max())}
@@ -103,31 +111,35 @@ def main(argv=None):
     parser.add_argument("--accuracy", type=float, default=1e-4, help="Ewald/PME and QEq accuracy")
     parser.add_argument("--cutoff", type=float, default=8.0, help="real-space cutoff of PME and QEq (Å)")
     parser.add_argument("--no-warm-start", action="store_true", help="cold CG start at every step")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--plot", default="benchmarks/md_step.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from _common import device_label
+
     global ACCURACY, WARM_START, CUTOFF
     ACCURACY, WARM_START, CUTOFF = args.accuracy, not args.no_warm_start, args.cutoff
     if args.single is not None:
-        print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats)))
+        print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats, args.device)))
         return
     for n in args.sizes:
         if n not in SIDES:
             raise ValueError(f"size {n} is not a cube of an even side; choose from {sorted(SIDES)}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, CPU; 4G NaCl model "
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, {device_label(args.device)}; 4G NaCl model "
           f"(QEq + PME accuracy {args.accuracy:g}, r_c {args.cutoff:g} Å, dispersion), CG warm start "
           f"{'off' if args.no_warm_start else 'on'}")
     print(f"{'N':>7} {'first s':>8} {'CG first':>9} {'s/step':>8} {'CG/step':>8} {'us/atom/step':>13} {'ns/day@1fs':>11} "
-          f"{'NL s':>7} {'peak RSS MB':>12} {'MB/1000 atoms':>14}")
+          f"{'NL s':>7} {'peak MB':>12} {'MB/1000 atoms':>14}")
+    print("(peak MB: GPU allocator peak on CUDA, process peak RSS on the CPU)")
     rows = []
     here = Path(__file__).resolve().parent
     for n in args.sizes:
         res = subprocess.run([sys.executable, str(here / "md_step.py"), "--single", str(n), "--dtype", args.dtype,
                               "--repeats", str(args.repeats), "--threads", str(args.threads), "--accuracy", str(args.accuracy),
-                              "--cutoff", str(args.cutoff)] + (["--no-warm-start"] if args.no_warm_start else []), capture_output=True, text=True, cwd=here)
+                              "--cutoff", str(args.cutoff), "--device", args.device] + (["--no-warm-start"] if args.no_warm_start else []), capture_output=True, text=True, cwd=here)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode != 0 or not line:
             print(f"{n:>7} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
@@ -152,10 +164,10 @@ def main(argv=None):
         a1.loglog(n, [r["us_atom"] for r in rows], "o-")
         a1.set_xlabel("atoms N")
         a1.set_ylabel("µs / atom / step")
-        a1.set_title("4G NaCl MD step (E, F, QEq), CPU")
+        a1.set_title(f"4G NaCl MD step (E, F, QEq), {device_label(args.device)}")
         a2.semilogx(n, [r["mb_per_1000"] for r in rows], "s-")
         a2.set_xlabel("atoms N")
-        a2.set_ylabel("peak RSS above baseline (MB / 1000 atoms)")
+        a2.set_ylabel("peak memory above baseline (MB / 1000 atoms)")
         for a in (a1, a2):
             a.grid(True, which="both", alpha=0.3)
         fig.tight_layout()

@@ -31,6 +31,7 @@ import hybridpot as hp
 from hybridpot.electrostatics import COULOMB_CONSTANT, EwaldParameters
 from hybridpot.neighbors import build_graph
 
+from _common import device_label, synchronize
 from short_range_scaling import liquid
 
 
@@ -77,17 +78,17 @@ def energy_forces(variant, system, neighbors, charges_requires_grad=False):
     return energy.detach(), -grads[0], (grads[1] if charges_requires_grad else None)
 
 
-def errors(variants, n, dtype, cutoff):
+def errors(variants, n, dtype, cutoff, device="cpu"):
     atoms = point_charges(n)
     reference = HybridPME(1e-9, max(cutoff, 12.0), method="ewald")
     system64 = hp.AtomicSystem.from_ase(atoms)
     _, f_ref, v_ref = energy_forces(reference, system64, hp.compute_neighbors(system64, reference.cutoff), True)
-    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype)
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=device)
     out = {}
     for name, variant in variants.items():
         _, f, v = energy_forces(variant, system, hp.compute_neighbors(system, cutoff), True)
-        dv = (v.double() - v_ref).pow(2).mean().sqrt() / v_ref.abs().mean()
-        df = (f.double() - f_ref).norm(dim=1).max() / f_ref.norm(dim=1).max()
+        dv = (v.double().cpu() - v_ref).pow(2).mean().sqrt() / v_ref.abs().mean()
+        df = (f.double().cpu() - f_ref).norm(dim=1).max() / f_ref.norm(dim=1).max()
         out[name] = (float(dv), float(df))
     return out
 
@@ -101,28 +102,33 @@ def main(argv=None):
     parser.add_argument("--error-n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     params = EwaldParameters.for_accuracy(args.accuracy, args.cutoff)
     variants = {"torchpme": TorchPME(params, dtype), "hybridpot": HybridPME(args.accuracy, args.cutoff)}
-    print(f"torch {torch.__version__}, torch-pme {torchpme.__version__}, threads {args.threads}, {args.dtype}, "
+    variants["torchpme"].calculator.to(args.device)
+    variants["hybridpot"].electrostatics.to(args.device)
+    print(f"torch {torch.__version__}, torch-pme {torchpme.__version__}, threads {args.threads}, {device_label(args.device)}, {args.dtype}, "
           f"accuracy {args.accuracy:g}, cutoff {args.cutoff} Å, smearing {params.smearing:.3f} Å, "
           f"mesh spacing <= {params.mesh_spacing / 2:.3f} Å, {params.interpolation_nodes} nodes")
     print(f"\nerrors at N = {args.error_n} vs Ewald(1e-9): RMS dV/<|V|>, max |dF|/max|F|")
-    for name, (dv, df) in errors(variants, args.error_n, dtype, args.cutoff).items():
+    for name, (dv, df) in errors(variants, args.error_n, dtype, args.cutoff, args.device).items():
         print(f"  {name:10s} {dv:9.2e} {df:9.2e}")
     print(f"\n{'N':>7s} {'torchpme (s)':>13s} {'hybridpot (s)':>14s} {'speed-up':>9s}   (energy + forces)")
     for n in args.sizes:
-        system = hp.AtomicSystem.from_ase(point_charges(n), dtype=dtype)
+        system = hp.AtomicSystem.from_ase(point_charges(n), dtype=dtype, device=args.device)
         neighbors = hp.compute_neighbors(system, args.cutoff)
         for variant in variants.values():  # warm-up
             energy_forces(variant, system, neighbors)
         times = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, variant in variants.items():
+                synchronize(args.device)
                 t0 = time.perf_counter()
                 energy_forces(variant, system, neighbors)
+                synchronize(args.device)
                 times[name].append(time.perf_counter() - t0)
         t = {name: statistics.median(v) for name, v in times.items()}
         ratios = [a / b for a, b in zip(times["torchpme"], times["hybridpot"])]

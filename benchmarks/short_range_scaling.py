@@ -52,11 +52,14 @@ def main(argv=None):
     model = hp.HybridPotential(short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(25, 25))).to(args.device, dtype)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, {args.device}, "
           f"{desc.n_features[0]} features per atom")
-    print(f"{'N':>7} {'s/call':>9} {'us/atom':>9} {'rel. per-atom':>14}")
+    cuda = torch.device(args.device).type == "cuda"
+    print(f"{'N':>7} {'s/call':>9} {'us/atom':>9} {'rel. per-atom':>14}" + (f" {'GPU MB/1000 atoms':>18}" if cuda else ""))
     rows = []
     for n in args.sizes:
         atoms = liquid(n)
         system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=args.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         model(system, compute_stress=False)  # warm-up
         times = []
         for _ in range(args.repeats):
@@ -70,7 +73,8 @@ def main(argv=None):
         t = statistics.median(times)
         per_atom = t / len(atoms) * 1e6
         rows.append((len(atoms), t, per_atom))
-        print(f"{len(atoms):>7} {t:>9.4f} {per_atom:>9.2f} {per_atom / rows[0][2]:>14.2f}")
+        memory = f" {torch.cuda.max_memory_allocated() / 2**20 / len(atoms) * 1000:>18.1f}" if cuda else ""
+        print(f"{len(atoms):>7} {t:>9.4f} {per_atom:>9.2f} {per_atom / rows[0][2]:>14.2f}{memory}", flush=True)
     if args.plot:
         import matplotlib
 
