@@ -580,6 +580,18 @@ class SymmetryFunctions(nn.Module):
         torch.Tensor
             ``[N, max_features]``; entries beyond an element's own count are zero.
         """
+        cache = graph.feature_cache
+        if cache is not None:
+            key = (id(self), scaled, torch.is_grad_enabled())
+            hit = cache.get(key)
+            if hit is not None and hit[0] is numbers:
+                return hit[1]
+        features = self._compute(numbers, graph, scaled)
+        if cache is not None:
+            cache[key] = (numbers, features)
+        return features
+
+    def _compute(self, numbers: torch.Tensor, graph: Graph, scaled: bool) -> torch.Tensor:
         n_atoms = numbers.shape[0]
         dtype = graph.vectors.dtype
         slots = self.slots(numbers)

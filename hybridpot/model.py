@@ -133,7 +133,8 @@ class HybridPotential(nn.Module):
             eye = torch.eye(3, dtype=system.dtype, device=system.device)
             positions_eff = torch.einsum("na,nab->nb", positions, eye + sym[system.batch])
             cell_eff = torch.bmm(system.cell, eye + sym)
-            graph = build_graph(system, neighbors, positions_eff, cell_eff, cutoff=cutoff)
+            # one graph per call: terms that share a descriptor module compute it once
+            graph = build_graph(system, neighbors, positions_eff, cell_eff, cutoff=cutoff).share_features()
             strained = AtomicSystem(
                 positions_eff, system.numbers, cell_eff, system.pbc, system.charge, system.batch, system.ptr,
                 system.initial_charges, system.fragments, system.fragment_charges,

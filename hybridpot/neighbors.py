@@ -114,6 +114,21 @@ class Graph:
 
     def __post_init__(self):
         self._cache: Dict[Tuple[float, bool], "Graph"] = {}
+        #: per-call store of descriptor outputs shared by this graph and its sub-graphs, so
+        #: that terms sharing one descriptor module compute it once (None: off; switched on
+        #: by :meth:`share_features` for the length of one model call)
+        self.feature_cache: Optional[dict] = None
+
+    def share_features(self) -> "Graph":
+        """Let descriptors computed on this graph (and its sub-graphs) be reused within one call.
+
+        Only for a graph whose positions, cell and model parameters stay fixed while it lives
+        (:class:`~hybridpot.HybridPotential` builds a fresh graph per call).
+        """
+        self.feature_cache = {}
+        for sub in self._cache.values():
+            sub.feature_cache = self.feature_cache
+        return self
 
     def within(self, cutoff: float) -> "Graph":
         """The sub-graph of pairs closer than ``cutoff`` (cached per cutoff)."""
@@ -139,6 +154,7 @@ class Graph:
                 self.distances.index_select(0, idx),
                 cutoff,
             )
+        sub.feature_cache = self.feature_cache
         self._cache[key] = sub
         return sub
 

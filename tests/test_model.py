@@ -236,3 +236,34 @@ def test_relu_is_refused():
     desc = hp.SymmetryFunctions.default(["Na"], r_cut=4.0)
     with pytest.raises(ValueError, match="discontinuous"):
         hp.ShortRange(["Na"], desc, activation="relu")
+
+
+def test_shared_descriptor_is_computed_once_per_call(monkeypatch):
+    """Short range and QEq sharing one descriptor module: one evaluation per model call,
+    same energy and forces as two separate (deep-copied) descriptor modules."""
+    import copy
+
+    torch.manual_seed(4)
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=4, angular_etas=(0.01,), zetas=(1.0,))
+
+    def build(charge_desc):
+        torch.manual_seed(5)
+        return hp.HybridPotential(
+            short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(6,), use_charges=True),
+            charges=hp.ChargeEquilibration(["Na", "Cl"], charge_desc, hidden=(6,), real_space_cutoff=6.0,
+                                           accuracy=1e-4, sigma=0.8),
+            electrostatics=hp.Electrostatics(real_space_cutoff=6.0, accuracy=1e-4),
+        ).double()
+
+    shared, separate = build(desc), build(copy.deepcopy(desc))
+    atoms = random_periodic(16, symbols=("Na", "Cl"), seed=31, cell=np.eye(3) * 7.0)
+    calls = []
+    original = hp.SymmetryFunctions._compute
+    monkeypatch.setattr(hp.SymmetryFunctions, "_compute", lambda self, *a: calls.append(id(self)) or original(self, *a))
+    out_shared = shared(hp.AtomicSystem.from_ase(atoms))
+    assert len(calls) == 1
+    calls.clear()
+    out_separate = separate(hp.AtomicSystem.from_ase(atoms))
+    assert len(calls) == 2
+    for key in ("energy", "forces", "stress", "charges"):
+        np.testing.assert_allclose(out_shared[key], out_separate[key], rtol=1e-12, atol=1e-12)
