@@ -181,21 +181,25 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
     for it in range(1, maxiter + 1):
         ap = project(matvec(p))
         pap = torch.dot(p, ap)
-        if not bool(pap > 0) or not bool(torch.isfinite(pap)):
-            raise ValueError(
-                f"QEq matrix is singular or not positive definite on the constraint space (p.Ap = {float(pap):.3e} "
-                f"at CG iteration {it}); check hardness and widths"
-            )
         alpha = rz / pap
         x = x + alpha * p
         r = r - alpha * ap
-        res = float(r.norm()) / b_norm
-        if res <= tol:
-            return x, it, res
         z = project(apply_precond(r))
         rz_new = torch.dot(r, z)
-        if not bool(rz_new > 0):
-            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {float(rz_new):.3e})")
+        # one host read per iteration (on a GPU, one synchronisation): the checks and the
+        # residual together; the preconditioner is applied before knowing whether this
+        # iteration converged, which costs one extra application per solve
+        pap_value, r_norm, rz_value = torch.stack([pap, r.norm(), rz_new]).tolist()
+        if not (pap_value > 0.0 and math.isfinite(pap_value)):
+            raise ValueError(
+                f"QEq matrix is singular or not positive definite on the constraint space (p.Ap = {pap_value:.3e} "
+                f"at CG iteration {it}); check hardness and widths"
+            )
+        res = r_norm / b_norm
+        if res <= tol:
+            return x, it, res
+        if not rz_value > 0.0:
+            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e})")
         p = z + (rz_new / rz) * p
         rz = rz_new
     raise QEqConvergenceError(
@@ -249,6 +253,7 @@ class _MatrixFreeQEq(torch.autograd.Function):
             x, iters = setup.solve(op, matvec, -chi - matvec(q0), diag, "forward")
             q = q0 + x
         setup.iterations.append(iters)
+        setup.solve_operator = op  # reused by the adjoint solve (same geometry, no autograd)
         ctx.setup = setup
         ctx.save_for_backward(chi, diag, positions, cell, distances, sigma, q)
         return q
@@ -263,7 +268,9 @@ class _MatrixFreeQEq(torch.autograd.Function):
         setup = ctx.setup
         chi, diag, positions, cell, distances, sigma, q = ctx.saved_tensors
         with torch.no_grad():
-            op = setup.operator(positions, cell, distances, sigma)
+            op = setup.solve_operator
+            if op is None:
+                op = setup.operator(positions, cell, distances, sigma)
             lam, iters = setup.solve(op, lambda v: op.matvec(v) + diag * v, grad_q, diag, "adjoint")
         setup.iterations.append(iters)
         inputs = [diag, positions, cell, distances, sigma]
@@ -297,6 +304,8 @@ class _MatrixFreeSetup:
         self.iterations = []
         # previous solutions of the same structure ("forward": charges - q0, "adjoint"), or None
         self.warm_start = warm_start
+        self.solve_operator = None  # the forward solve's operator, kept for the adjoint solve
+        self.kspace_preconditioner = None
 
     def solve(self, op, matvec, rhs, diag, kind: str):
         """Projected CG with the k-space preconditioner (falling back to Jacobi) or Jacobi,
@@ -308,8 +317,10 @@ class _MatrixFreeSetup:
                 x0 = None
         x = None
         if self.preconditioner == "kspace":
+            if self.kspace_preconditioner is None:  # built once, shared by the forward and adjoint solves
+                self.kspace_preconditioner = op.kspace_preconditioner(diag)
             try:
-                x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, op.kspace_preconditioner(diag),
+                x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, self.kspace_preconditioner,
                                            self.tol, self.maxiter, x0)
             except _IndefinitePreconditioner:
                 x = None
