@@ -453,8 +453,8 @@ class PeriodicCoulomb:
             sigma2, volume, d_h = torch.stack([sigma_sq.mean(), self.volume.detach().to(d.dtype),
                                               1.0 / (1.0 / d).mean()]).tolist()
             flat, weights, (nx, ny, nz) = self._preconditioner_mesh(sigma2)
-            # mesh sizes as a CPU tensor: torch-pme turns them into Python ints (no GPU sync)
-            kvec = generate_kvectors_for_mesh(cell, torch.tensor([nx, ny, nz]))
+            # (torch-pme wants the mesh sizes on the cell's device: one GPU sync per preconditioner)
+            kvec = generate_kvectors_for_mesh(cell, torch.tensor([nx, ny, nz], device=cell.device))
             k2 = (kvec**2).sum(dim=-1)
             n = self.positions.shape[0]
             safe = torch.where(k2 == 0, torch.ones_like(k2), k2)
