@@ -700,6 +700,14 @@ def periodic_operator(system: AtomicSystem, graph: Graph, sigma: Optional[torch.
     Checks that the graph reaches the real-space cutoff and that the Gaussian erfc
     correction has decayed (below ``0.1 accuracy``) at the cutoff.
     """
+    inputs, a, b = periodic_operator_inputs(system, graph, sigma, s, params)
+    return PeriodicCoulomb(*inputs, params, method), a, b
+
+
+def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional[torch.Tensor], s: int,
+                             params: EwaldParameters) -> Tuple[tuple, int, int]:
+    """``((positions, cell, pair_i, pair_j, distances, sigma), a, b)`` of periodic structure ``s``
+    for :class:`PeriodicCoulomb`, with the checks of :func:`periodic_operator` (no operator built)."""
     a, b = int(system.ptr[s]), int(system.ptr[s + 1])
     rc = params.real_space_cutoff
     if graph.cutoff < rc - 1e-9:
@@ -722,5 +730,4 @@ def periodic_operator(system: AtomicSystem, graph: Graph, sigma: Optional[torch.
         sel = torch.nonzero((half.i >= a) & (half.i < b)).flatten()
         pair_i, pair_j = half.i.index_select(0, sel) - a, half.j.index_select(0, sel) - a
         distances = half.distances.index_select(0, sel)
-    op = PeriodicCoulomb(system.positions[a:b], system.cell[s], pair_i, pair_j, distances, sig, params, method)
-    return op, a, b
+    return (system.positions[a:b], system.cell[s], pair_i, pair_j, distances, sig), a, b

@@ -47,6 +47,7 @@ spurious charge transfer of QEq at dissociation. Per-fragment constraints remove
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -61,6 +62,7 @@ from .electrostatics import (
     PeriodicCoulomb,
     direct_coulomb_matrix,
     periodic_operator,
+    periodic_operator_inputs,
 )
 from .neighbors import Graph
 from .system import AtomicSystem
@@ -444,19 +446,25 @@ class ChargeEquilibration(nn.Module):
             self.raw_sigma = nn.Parameter(_inverse_softplus(st))
         else:
             self.register_buffer("raw_sigma", _inverse_softplus(st))
-        self.last_energy: Optional[torch.Tensor] = None
+        self._last_energy: Optional[torch.Tensor] = None
+        self._last_energies: list = []
         self._iteration_logs: list = []
 
     def __getstate__(self):
         # the last call's results are graph tensors: not part of the model (copy, pickle, save)
         state = dict(self.__dict__)
-        state["last_energy"] = None
+        state["_last_energy"] = None
+        state["_last_energies"] = []
+        state.pop("last_energy", None)
         state["_iteration_logs"] = []
         state["_warm_cache"] = {}
         return state
 
     def __setstate__(self, state):
         state.setdefault("warm_start", True)  # models saved before warm starts existed
+        state.pop("last_energy", None)  # models saved when it was a plain attribute
+        state.setdefault("_last_energy", None)
+        state.setdefault("_last_energies", [])
         state.setdefault("_warm_cache", {})
         super().__setstate__(state)
 
@@ -521,20 +529,22 @@ class ChargeEquilibration(nn.Module):
             periodic = bool(system.periodic[s])
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
-                op, _, _ = periodic_operator(system, graph, sigma, s, self.params, self.periodic_method)
+                inputs, _, _ = periodic_operator_inputs(system, graph, sigma, s, self.params)
+                positions, cell, pair_i, pair_j, distances, sig = inputs
                 # the CG solve (and its adjoint) always runs in float64: in float32 the rounding
                 # noise of a large PME product stalls CG above its tolerance (seen at 8000 atoms)
                 # and can break its positive definiteness
                 tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
-                setup = _MatrixFreeSetup(op.pair_i, op.pair_j, self.params, self.periodic_method, g_local,
+                setup = _MatrixFreeSetup(pair_i, pair_j, self.params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b]))
-                as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], op.positions, op.cell,
-                                                                   op.distances, op.sigma)]
+                as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], positions, cell,
+                                                                   distances, sig)]
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
                 self._iteration_logs.append(setup.iterations)
-                aq = op.matvec(q) + diag[a:b] * q
-                energy = torch.dot(chi[a:b], q) + 0.5 * torch.dot(q, aq)
+                # E_QEq costs one more (differentiable) PME product: computed only when asked for
+                energy = functools.partial(_matrix_free_energy, inputs, self.params, self.periodic_method,
+                                           chi[a:b], diag[a:b], q)
             else:
                 if periodic:
                     op, _, _ = periodic_operator(system, graph, sigma, s, self.params, "ewald")
@@ -544,8 +554,24 @@ class ChargeEquilibration(nn.Module):
                 q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
             charges.append(q)
             energies.append(energy)
-        self.last_energy = torch.stack(energies)
+        self._last_energies = energies
+        self._last_energy = None
         return torch.cat(charges), sigma
+
+    @property
+    def last_energy(self) -> Optional[torch.Tensor]:
+        """``E_QEq`` per structure ``[S]`` (eV) of the last call, differentiable like the charges
+        (for matrix-free structures evaluated on first access: one more PME product)."""
+        if self._last_energy is None and self._last_energies:
+            self._last_energy = torch.stack([e() if callable(e) else e for e in self._last_energies])
+            self._last_energies = []
+        return self._last_energy
+
+
+def _matrix_free_energy(inputs, params, method, chi, diag, q) -> torch.Tensor:
+    """``chi.q + 1/2 q.(C + diag) q`` with a fresh (differentiable) Coulomb operator."""
+    op = PeriodicCoulomb(*inputs, params, method)
+    return torch.dot(chi, q) + 0.5 * torch.dot(q, op.matvec(q) + diag * q)
 
 
 def constraint_groups(system: AtomicSystem) -> Tuple[torch.Tensor, torch.Tensor]:
