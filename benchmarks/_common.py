@@ -10,7 +10,6 @@ far; the scripts run sizes in increasing order, where it is the peak of the curr
 from __future__ import annotations
 
 import resource
-import time
 
 import torch
 
@@ -34,15 +33,6 @@ def peak_memory_mb(device) -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - _BASE_RSS_MB
-
-
-def wall_time(fn, device) -> float:
-    """Seconds for one call of ``fn``, with the device synchronised before and after."""
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - t0
 
 
 def device_label(device) -> str:

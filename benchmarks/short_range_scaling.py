@@ -22,6 +22,8 @@ from ase import Atoms
 
 import hybridpot as hp
 
+from _common import peak_memory_mb, reset_peak_memory, synchronize
+
 
 def liquid(n_atoms: int, density: float = 0.032, seed: int = 0) -> Atoms:
     """Na/Cl on a jittered simple-cubic lattice at ``density`` atoms/Å^3."""
@@ -58,22 +60,19 @@ def main(argv=None):
     for n in args.sizes:
         atoms = liquid(n)
         system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=args.device)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(args.device)
         model(system, compute_stress=False)  # warm-up
         times = []
         for _ in range(args.repeats):
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+            synchronize(args.device)
             t0 = time.perf_counter()
             model(system, compute_stress=False)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+            synchronize(args.device)
             times.append(time.perf_counter() - t0)
         t = statistics.median(times)
         per_atom = t / len(atoms) * 1e6
         rows.append((len(atoms), t, per_atom))
-        memory = f" {torch.cuda.max_memory_allocated() / 2**20 / len(atoms) * 1000:>18.1f}" if cuda else ""
+        memory = f" {peak_memory_mb(args.device) / len(atoms) * 1000:>18.1f}" if cuda else ""
         print(f"{len(atoms):>7} {t:>9.4f} {per_atom:>9.2f} {per_atom / rows[0][2]:>14.2f}{memory}", flush=True)
     if args.plot:
         import matplotlib

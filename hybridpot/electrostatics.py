@@ -174,14 +174,24 @@ def _csr(indices: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
     """
     rows, cols = indices[0], indices[1]
     n_rows = int(size[0])
-    index_dtype = torch.int32 if max(rows.shape[0], n_rows, int(size[1])) < 2**31 - 1 else torch.int64
-    order = torch.argsort(rows.to(index_dtype), stable=True)
+    order = torch.argsort(rows.to(_sparse_index_dtype(rows.shape[0], *size)), stable=True)
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    return _sparse_csr(crow, cols.index_select(0, order), values.index_select(0, order), size)
+
+
+def _sparse_index_dtype(*sizes: int) -> torch.dtype:
+    """32-bit sparse indices when every size fits (the sparse kernels, e.g. MKL, would convert
+    64-bit ones on every product), else 64-bit."""
+    return torch.int32 if max(int(k) for k in sizes) < 2**31 - 1 else torch.int64
+
+
+def _sparse_csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
+    """``torch.sparse_csr_tensor`` with :func:`_sparse_index_dtype` indices, without torch's beta warnings."""
+    index_dtype = _sparse_index_dtype(values.shape[0], *size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow.to(index_dtype), cols.index_select(0, order).to(index_dtype),
-                                       values.index_select(0, order), size)
+        return torch.sparse_csr_tensor(crow.to(index_dtype), cols.to(index_dtype), values, size)
 
 
 def _fft_size(n: int) -> int:
@@ -250,13 +260,8 @@ def _interpolation_matrix(flat: torch.Tensor, weights: torch.Tensor, mesh_size: 
     interpolates mesh values to the atoms in one sparse product (MKL / cuSPARSE), several times
     faster than a gather + weighted sum; rows need no sorting, so it is built at no cost."""
     n, points = flat.shape
-    # 32-bit indices when they fit: the sparse kernels (MKL) would otherwise convert them per call
-    index_dtype = torch.int32 if max(n * points, mesh_size) < 2**31 - 1 else torch.int64
-    crow = torch.arange(0, n * points + 1, points, device=flat.device, dtype=index_dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, flat.reshape(-1).to(index_dtype), weights.detach().reshape(-1),
-                                       (n, mesh_size))
+    crow = torch.arange(0, n * points + 1, points, device=flat.device)
+    return _sparse_csr(crow, flat.reshape(-1), weights.detach().reshape(-1), (n, mesh_size))
 
 
 def _spread(flat: torch.Tensor, weights: torch.Tensor, v: torch.Tensor, mesh_size: int) -> torch.Tensor:
@@ -269,18 +274,6 @@ def _spread(flat: torch.Tensor, weights: torch.Tensor, v: torch.Tensor, mesh_siz
         return v.new_zeros(mesh_size).index_add(0, flat.reshape(-1), values).unsqueeze(1)
     values = (weights.unsqueeze(2) * v.unsqueeze(1)).reshape(-1, v.shape[1])
     return v.new_zeros(mesh_size, v.shape[1]).index_add(0, flat.reshape(-1), values)
-
-
-def _interpolate(flat: torch.Tensor, weights: torch.Tensor, phi: torch.Tensor, matrix_cache: list) -> torch.Tensor:
-    """``sum_p w_ip phi[flat_ip]`` ``[n, channels]`` for mesh values ``phi [mesh, channels]``;
-    without autograd through the cached CSR matrix (``matrix_cache``: a one-slot list)."""
-    if not torch.is_grad_enabled():
-        if not matrix_cache:
-            matrix_cache.append(_interpolation_matrix(flat, weights, phi.shape[0]))
-        return matrix_cache[0] @ phi
-    n, points = flat.shape
-    gathered = phi.index_select(0, flat.reshape(-1)).reshape(n, points, phi.shape[1])
-    return (gathered * weights.unsqueeze(2)).sum(1)
 
 
 def ewald_kvectors(cell: torch.Tensor, k_max: float) -> torch.Tensor:
@@ -417,7 +410,7 @@ class PeriodicCoulomb:
         """
         self._stencil = _flat_stencil(self.calculator.mesh_interpolator, self.params.interpolation_nodes,
                                       self.mesh_shape)
-        self._interpolation_cache = []  # CSR interpolation matrix for products without autograd
+        self._interpolation = None  # CSR interpolation matrix for products without autograd, built on first use
 
     def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(flat indices, weights)`` of the stencil; the weights without their graph under no_grad."""
@@ -442,8 +435,18 @@ class PeriodicCoulomb:
             torch.view_as_real(rho_hat).mul_(kfilter.unsqueeze(-1))
         phi = torch.fft.irfftn(rho_hat, s=(nx, ny, nz), dim=(1, 2, 3), norm="forward")
         phi = phi.reshape(-1, 1) if channels == 1 else phi.reshape(channels, -1).T  # [mesh, channels]
-        interpolated = _interpolate(flat, weights, phi, self._interpolation_cache)
-        return interpolated / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
+        return self._interpolate(flat, weights, phi) / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
+
+    def _interpolate(self, flat: torch.Tensor, weights: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """``sum_p w_ip phi[flat_ip]`` ``[n, channels]`` for mesh values ``phi [mesh, channels]``;
+        without autograd through the cached CSR interpolation matrix."""
+        if not torch.is_grad_enabled():
+            if self._interpolation is None:
+                self._interpolation = _interpolation_matrix(flat, weights, phi.shape[0])
+            return self._interpolation @ phi
+        n, points = flat.shape
+        gathered = phi.index_select(0, flat.reshape(-1)).reshape(n, points, phi.shape[1])
+        return (gathered * weights.unsqueeze(2)).sum(1)
 
     def kspace_preconditioner(self, diag: torch.Tensor):
         """Approximate inverse of ``C + diag(diag)`` for CG, built on the PME mesh (no gradients).
@@ -504,8 +507,7 @@ class PeriodicCoulomb:
         lengths = self.cell_lengths
         own_spacing = min(length / n for length, n in zip(lengths, self.mesh_shape))
         if sigma2 <= 0.0:
-            flat, weights = self._mesh_stencil()
-            return flat, weights.detach(), self.mesh_shape
+            return (*self._mesh_stencil(), self.mesh_shape)  # called under no_grad: weights detached
         spacing = max(PRECONDITIONER_SPACING * math.sqrt(sigma2), own_spacing)
         shape = tuple(_fft_size(max(int(math.ceil(length / spacing)), PRECONDITIONER_NODES)) for length in lengths)
         interpolator = torchpme.lib.MeshInterpolator(

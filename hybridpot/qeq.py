@@ -276,8 +276,6 @@ class _MatrixFreeQEq(torch.autograd.Function):
         chi, diag, positions, cell, distances, sigma, q = ctx.saved_tensors
         with torch.no_grad():
             op = setup.solve_operator
-            if op is None:
-                op = setup.operator(positions, cell, distances, sigma)
             lam, iters = setup.solve(op, lambda v: op.matvec(v) + diag * v, grad_q, diag, "adjoint")
         setup.iterations.append(iters)
         inputs = [diag, positions, cell, distances, sigma]
@@ -446,16 +444,13 @@ class ChargeEquilibration(nn.Module):
             self.raw_sigma = nn.Parameter(_inverse_softplus(st))
         else:
             self.register_buffer("raw_sigma", _inverse_softplus(st))
-        self._last_energy: Optional[torch.Tensor] = None
-        self._last_energies: list = []
+        self._last_energies: list = []  # per structure: E_QEq, or a function computing it
         self._iteration_logs: list = []
 
     def __getstate__(self):
         # the last call's results are graph tensors: not part of the model (copy, pickle, save)
         state = dict(self.__dict__)
-        state["_last_energy"] = None
         state["_last_energies"] = []
-        state.pop("last_energy", None)
         state["_iteration_logs"] = []
         state["_warm_cache"] = {}
         return state
@@ -463,7 +458,6 @@ class ChargeEquilibration(nn.Module):
     def __setstate__(self, state):
         state.setdefault("warm_start", True)  # models saved before warm starts existed
         state.pop("last_energy", None)  # models saved when it was a plain attribute
-        state.setdefault("_last_energy", None)
         state.setdefault("_last_energies", [])
         state.setdefault("_warm_cache", {})
         super().__setstate__(state)
@@ -555,17 +549,16 @@ class ChargeEquilibration(nn.Module):
             charges.append(q)
             energies.append(energy)
         self._last_energies = energies
-        self._last_energy = None
         return torch.cat(charges), sigma
 
     @property
     def last_energy(self) -> Optional[torch.Tensor]:
         """``E_QEq`` per structure ``[S]`` (eV) of the last call, differentiable like the charges
         (for matrix-free structures evaluated on first access: one more PME product)."""
-        if self._last_energy is None and self._last_energies:
-            self._last_energy = torch.stack([e() if callable(e) else e for e in self._last_energies])
-            self._last_energies = []
-        return self._last_energy
+        if not self._last_energies:
+            return None
+        self._last_energies = [e() if callable(e) else e for e in self._last_energies]
+        return torch.stack(self._last_energies)
 
 
 def _matrix_free_energy(inputs, params, method, chi, diag, q) -> torch.Tensor:
