@@ -376,14 +376,24 @@ class PeriodicCoulomb:
     params : EwaldParameters
     method : "ewald" (torch-pme's Coulomb kernels, explicit k-sum over ``|k| <= k_max``)
         or "pme" (torch-pme's PMECalculator k-space part)
+    kspace_dtype : torch.dtype or None
+        Precision of the PME k-space part (spreading, FFTs, interpolation) of products
+        *without autograd* and of the k-space preconditioner; inputs and results keep their
+        dtype. None: the input's dtype. ``torch.float32`` halves the memory traffic and makes
+        the FFTs 2-3x faster on CPUs (k-space product 1.9x faster at 10^5 atoms) at a relative
+        rounding error of ~1e-7, far below the PME error; meant for CG solves whose tolerance is
+        well above it (:class:`~hybridpot.qeq.ChargeEquilibration` ``kspace_precision``).
+        Products with autograd always use the operator's own dtype.
     """
 
-    def __init__(self, positions, cell, pair_i, pair_j, distances, sigma, params: EwaldParameters, method: str):
+    def __init__(self, positions, cell, pair_i, pair_j, distances, sigma, params: EwaldParameters, method: str,
+                 kspace_dtype: Optional[torch.dtype] = None):
         if method not in ("ewald", "pme"):
             raise ValueError(f"periodic method must be 'ewald' or 'pme', got {method!r}")
         self.positions, self.cell = positions, cell
         self.pair_i, self.pair_j, self.distances = pair_i, pair_j, distances
         self.sigma, self.params, self.method = sigma, params, method
+        self.kspace_dtype = kspace_dtype
         dtype, device = positions.dtype, positions.device
         self.potential = torchpme.CoulombPotential(smearing=params.smearing, prefactor=COULOMB_CONSTANT).to(
             dtype=dtype, device=device
@@ -467,8 +477,9 @@ class PeriodicCoulomb:
         self._order = _spatial_order(interpolator, self.positions)
         self._stencil = _interpolation_stencil(interpolator, self.positions.index_select(0, self._order),
                                                self.mesh_shape)
-        self._interpolation = None  # CSR interpolation matrix for products without autograd, built on first use
-        self._convolution = None  # _MeshConvolution of the products without autograd, made on first use
+        # products without autograd (CG): mesh convolution into preallocated arrays and a CSR
+        # interpolation matrix (several times faster than a gather + sum), made on first use
+        self._convolution, self._interpolation = None, None
 
     def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(flat indices, weights)`` of the stencil; the weights without their graph under no_grad."""
@@ -487,9 +498,13 @@ class PeriodicCoulomb:
         kfilter = self.calculator.kspace_filter._kfilter
         sorted_v = v.index_select(0, self._order)
         if channels == 1 and not torch.is_grad_enabled():  # CG iterations: preallocated arrays
-            if self._convolution is None or self._convolution.values.dtype != v.dtype:
-                self._convolution = _MeshConvolution(flat, weights, self.mesh_shape, kfilter, "forward", v.dtype)
-            phi = self._convolution(sorted_v.squeeze(1))
+            dtype = self.kspace_dtype or v.dtype
+            if self._convolution is None or self._convolution.values.dtype != dtype:
+                self._convolution = _MeshConvolution(flat, weights, self.mesh_shape, kfilter, "forward", dtype)
+                self._interpolation = _interpolation_matrix(flat, weights.to(dtype), nx * ny * nz)
+            phi = self._convolution(sorted_v.squeeze(1).to(dtype))
+            potential = _unsort((self._interpolation @ phi).to(v.dtype), self._order)
+            return potential / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
         else:
             rho = _spread(flat, weights, sorted_v, nx * ny * nz)
             rho_hat = torch.fft.rfftn(rho.T.reshape(channels, nx, ny, nz), dim=(1, 2, 3)) * kfilter
@@ -499,12 +514,7 @@ class PeriodicCoulomb:
         return potential / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
 
     def _interpolate(self, flat: torch.Tensor, weights: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        """``sum_p w_ip phi[flat_ip]`` ``[n, channels]`` for mesh values ``phi [mesh, channels]``;
-        without autograd through the cached CSR interpolation matrix."""
-        if not torch.is_grad_enabled():
-            if self._interpolation is None:
-                self._interpolation = _interpolation_matrix(flat, weights, phi.shape[0])
-            return self._interpolation @ phi
+        """``sum_p w_ip phi[flat_ip]`` ``[n, channels]`` for mesh values ``phi [mesh, channels]``."""
         n, points = flat.shape
         if phi.shape[1] == 1:  # 1-D gather (its backward, a 1-D index_add, is fast with 32-bit indices)
             return (phi.squeeze(1).index_select(0, flat.reshape(-1)).reshape(n, points) * weights).sum(1, keepdim=True)
@@ -546,14 +556,15 @@ class PeriodicCoulomb:
             h = torch.where(k2 == 0, torch.zeros_like(k2), 0.95 * lam / (1.0 + lam))
             scale = 1.0 / torch.sqrt(d)
             norm = nx * ny * nz / n
-            interpolation = _interpolation_matrix(flat, weights, nx * ny * nz)
-            smooth_part = _MeshConvolution(flat, weights, (nx, ny, nz), h, "backward", d.dtype)
+            dtype = self.kspace_dtype or d.dtype
+            interpolation = _interpolation_matrix(flat, weights.to(dtype), nx * ny * nz)
+            smooth_part = _MeshConvolution(flat, weights, (nx, ny, nz), h, "backward", dtype)
             order = self._order
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             v = scale * r
-            smooth = smooth_part(v.index_select(0, order))
-            return scale * (v - norm * _unsort(interpolation @ smooth, order).squeeze(1))
+            smooth = interpolation @ smooth_part(v.index_select(0, order).to(dtype))
+            return scale * (v - norm * _unsort(smooth.to(v.dtype), order).squeeze(1))
 
         return apply
 

@@ -296,8 +296,9 @@ class _MatrixFreeSetup:
     """Non-tensor data of one matrix-free solve (a structure's pairs, constraints, settings)."""
 
     def __init__(self, pair_i, pair_j, params, method, groups, totals, tol, maxiter, preconditioner="jacobi",
-                 warm_start: Optional[dict] = None):
+                 warm_start: Optional[dict] = None, kspace_dtype: Optional[torch.dtype] = None):
         self.pair_i, self.pair_j = pair_i, pair_j
+        self.kspace_dtype = kspace_dtype
         self.params, self.method = params, method
         self.groups, self.totals = groups, totals.detach()
         self.n_groups = int(totals.shape[0])
@@ -336,7 +337,13 @@ class _MatrixFreeSetup:
         return x, iters
 
     def operator(self, positions, cell, distances, sigma) -> PeriodicCoulomb:
-        return PeriodicCoulomb(positions, cell, self.pair_i, self.pair_j, distances, sigma, self.params, self.method)
+        return PeriodicCoulomb(positions, cell, self.pair_i, self.pair_j, distances, sigma, self.params, self.method,
+                               kspace_dtype=self.kspace_dtype)
+
+
+#: smallest CG tolerance at which kspace_precision="auto" evaluates the PME k-space part of the
+#: CG products in float32 (its rounding, ~1e-7 relative, must stay well below the tolerance)
+KSPACE_FLOAT32_MIN_TOL = 1e-5
 
 
 # ---------------------------------------------------------------------------- QEq term
@@ -371,6 +378,12 @@ class ChargeEquilibration(nn.Module):
         :meth:`~hybridpot.electrostatics.PeriodicCoulomb.kspace_preconditioner`; the CG
         iteration count then stays nearly constant with system size) or Jacobi;
         ``"auto"``: k-space with PME, Jacobi with Ewald.
+    kspace_precision : {"auto", "float64", "float32"}
+        Precision of the PME k-space part of the CG products and preconditioner (the CG itself,
+        the real-space part and all derivatives stay in float64). ``"float32"`` makes each
+        product about 1.9x faster on CPUs at 10^5 atoms; its rounding (~1e-7 relative) limits
+        the reachable residual, so ``"auto"`` uses it only when ``cg_tol >= 1e-5``
+        (measured: benchmarks/README.md 4c) and float64 otherwise (e.g. the default 1e-10).
     warm_start : bool
         Start each matrix-free CG solve (charges and the adjoint solve for forces) from the
         previous call's solution for the same structure (same atoms in the same order, at
@@ -401,6 +414,7 @@ class ChargeEquilibration(nn.Module):
         matrix_free_min_atoms: int = 1000,
         preconditioner: str = "auto",
         warm_start: bool = True,
+        kspace_precision: str = "auto",
     ):
         super().__init__()
         self.elements = sorted({element_number(e) for e in elements})
@@ -418,6 +432,9 @@ class ChargeEquilibration(nn.Module):
         if preconditioner == "kspace" and periodic_method != "pme":
             raise ValueError("the k-space preconditioner needs periodic_method='pme'")
         self.preconditioner = preconditioner
+        if kspace_precision not in ("auto", "float64", "float32"):
+            raise ValueError(f"kspace_precision must be 'auto', 'float64' or 'float32', got {kspace_precision!r}")
+        self.kspace_precision = kspace_precision
         self.warm_start = bool(warm_start)
         self._warm_cache: Dict[int, dict] = {}
         self.descriptor = descriptor
@@ -471,6 +488,13 @@ class ChargeEquilibration(nn.Module):
             slot = {"numbers": numbers.detach().clone()}
             self._warm_cache[s] = slot
         return slot
+
+    def _kspace_dtype(self) -> torch.dtype:
+        """dtype of the PME k-space part of the CG products (``kspace_precision``)."""
+        precision = getattr(self, "kspace_precision", "auto")  # models saved before the option existed
+        if precision == "auto":
+            precision = "float32" if self.cg_tol >= KSPACE_FLOAT32_MIN_TOL else "float64"
+        return getattr(torch, precision)
 
     def _preconditioner_kind(self) -> str:
         if self.preconditioner == "auto":
@@ -531,7 +555,7 @@ class ChargeEquilibration(nn.Module):
                 tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
                 setup = _MatrixFreeSetup(pair_i, pair_j, self.params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
-                                         self._warm_start_slot(s, system.numbers[a:b]))
+                                         self._warm_start_slot(s, system.numbers[a:b]), self._kspace_dtype())
                 as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], positions, cell,
                                                                    distances, sig)]
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
