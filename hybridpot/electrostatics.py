@@ -547,6 +547,7 @@ class PeriodicCoulomb:
             sigma2, volume, d_h = torch.stack([sigma_sq.mean(), self.volume.detach().to(d.dtype),
                                               1.0 / (1.0 / d).mean()]).tolist()
             flat, weights, (nx, ny, nz) = self._preconditioner_mesh(sigma2)
+            self._coarse_mesh = (flat, weights, (nx, ny, nz))  # reused by coarse_matvec
             # (torch-pme wants the mesh sizes on the cell's device: one GPU sync per preconditioner)
             kvec = generate_kvectors_for_mesh(cell, torch.tensor([nx, ny, nz], device=cell.device))
             k2 = (kvec**2).sum(dim=-1)
@@ -565,6 +566,41 @@ class PeriodicCoulomb:
             v = scale * r
             smooth = interpolation @ smooth_part(v.index_select(0, order).to(dtype))
             return scale * (v - norm * _unsort(smooth.to(v.dtype), order).squeeze(1))
+
+        return apply
+
+    def coarse_matvec(self):
+        """``v -> C' v`` (no gradients, ``v`` ``[n]``): this operator with its k-space part on the
+        coarse mesh of :meth:`kspace_preconditioner` (built first), 4-point Lagrange
+        interpolation, same smearing, real-space part and corrections.
+
+        About 4x cheaper than :meth:`matvec` and accurate to a few 1e-3 (relative), it gives CG a
+        cheap first approximation: :class:`~hybridpot.qeq.ChargeEquilibration` solves with it
+        to ``coarse_tol`` before the exact operator takes over, so fewer exact products are
+        needed for the same final tolerance.
+        """
+        flat, weights, shape = self._coarse_mesh
+        with torch.no_grad():
+            ns = torch.tensor(shape, device=self.cell.device)
+            kspace_filter = torchpme.lib.KSpaceFilter(self.cell.detach(), ns, kernel=self.potential,
+                                                      fft_norm="backward", ifft_norm="forward")
+            dtype = self.kspace_dtype or self.positions.dtype
+            convolution = _MeshConvolution(flat, weights, shape, kspace_filter._kfilter, "forward", dtype)
+            interpolation = _interpolation_matrix(flat, weights.to(dtype), shape[0] * shape[1] * shape[2])
+            volume, self_term, background = (self.volume.detach(), self.self_term.detach(),
+                                             self.background.detach())
+            s2 = None if self.sigma is None else self.sigma.detach() ** 2
+            factor = 2.0 * math.pi * COULOMB_CONSTANT / volume
+        order = self._order
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            vv = v.unsqueeze(1)
+            phi = interpolation @ convolution(v.index_select(0, order).to(dtype))
+            out = self._pair_apply(self.real_kernel, vv) + _unsort(phi.to(v.dtype), order) / volume
+            out = out - self_term * vv - background * vv.sum(dim=0, keepdim=True)
+            if s2 is not None:
+                out = out + factor * (s2.unsqueeze(1) * vv.sum(dim=0, keepdim=True) + (s2 * v).sum())
+            return out.squeeze(1)
 
         return apply
 

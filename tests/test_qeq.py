@@ -466,8 +466,9 @@ def test_warm_start_same_result_in_fewer_iterations():
     """Warm-started CG (previous step's charges and adjoint) agrees with a cold start to the CG
     tolerance and needs fewer iterations; a structure with other atoms resets the store."""
     atoms = jittered_nacl(8, seed=5, charge=1.0)
-    warm = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10)
-    cold = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, warm_start=False)
+    # (the coarse-operator stage is tested on its own below)
+    warm = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, coarse_tol=None)
+    cold = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, warm_start=False, coarse_tol=None)
     models = {k: hp.HybridPotential(charges=q, electrostatics=Electrostatics(method="pme", accuracy=1e-5))
               for k, q in (("warm", warm), ("cold", cold))}
     rng = np.random.default_rng(1)
@@ -495,6 +496,80 @@ def test_warm_start_same_result_in_fewer_iterations():
         warm(smaller, graph_of(smaller, warm.cutoff))
         cold(smaller, graph_of(smaller, cold.cutoff))
     assert warm.last_iterations == cold.last_iterations
+
+
+def test_coarse_stage_same_result_with_fewer_exact_products():
+    """The coarse-mesh operator approximates the exact one to ~1e-3; solving with it first
+    (coarse_tol) gives the same charges and forces with fewer exact CG products."""
+    from hybridpot.electrostatics import EwaldParameters, periodic_operator
+
+    atoms = jittered_nacl(8, seed=5, charge=1.0)
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, 10.0)
+    sigma = torch.where(system.numbers == 11, 0.8, 1.1).double()
+    diag = torch.where(system.numbers == 11, 1.5, 3.0).double() + KE / (sigma * math.sqrt(math.pi))
+    op, _, _ = periodic_operator(system, graph, sigma, 0, EwaldParameters.for_accuracy(1e-5, 10.0), "pme")
+    op.kspace_preconditioner(diag)
+    coarse = op.coarse_matvec()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for v in torch.randn(3, system.n_atoms, generator=g, dtype=torch.float64):
+            exact = op.matvec(v)
+            error = float((coarse(v) - exact).norm() / exact.norm())
+            assert 1e-6 < error < 1e-2, error  # a different, cheaper operator, close to the exact one
+
+    models, iterations = {}, {}
+    for key, coarse_tol in (("coarse", 3e-4), ("exact only", None)):
+        qeq = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, coarse_tol=coarse_tol, warm_start=False)
+        model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(method="pme", accuracy=1e-5))
+        models[key] = model(system, compute_stress=False)
+        iterations[key] = (qeq.last_iterations, qeq.last_coarse_iterations)
+    assert float((models["coarse"]["charges"] - models["exact only"]["charges"]).abs().max()) < 1e-8
+    fscale = float(models["exact only"]["forces"].abs().max())
+    assert float((models["coarse"]["forces"] - models["exact only"]["forces"]).abs().max()) < 1e-7 * fscale
+    (exact_c, coarse_c), (exact_e, coarse_e) = iterations["coarse"], iterations["exact only"]
+    assert len(coarse_c) == 2 and min(coarse_c) > 0 and coarse_e == []  # forward and adjoint stages ran
+    assert exact_c[0] < exact_e[0] and exact_c[1] < exact_e[1], iterations
+    # a warm start already below coarse_tol skips the stage: an identical call takes 0 iterations
+    qeq = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10)
+    with torch.no_grad():
+        qeq(system, graph)
+        qeq(system, graph)
+    assert qeq.last_iterations == [0] and qeq.last_coarse_iterations == []
+    with pytest.raises(ValueError, match="coarse_tol"):
+        make_qeq(coarse_tol=2.0)
+
+
+def test_float32_kspace_products():
+    """kspace_precision: float32 k-space products round at ~1e-7 (relative), give the charges of
+    float64 products to the CG tolerance, and "auto" picks them only for cg_tol >= 1e-5."""
+    from hybridpot.electrostatics import EwaldParameters, periodic_operator
+
+    atoms = jittered_nacl(8, seed=6)
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, 10.0)
+    sigma = torch.where(system.numbers == 11, 0.8, 1.1).double()
+    params = EwaldParameters.for_accuracy(1e-5, 10.0)
+    op64, _, _ = periodic_operator(system, graph, sigma, 0, params, "pme")
+    op32, _, _ = periodic_operator(system, graph, sigma, 0, params, "pme")
+    op32.kspace_dtype = torch.float32
+    v = torch.randn(system.n_atoms, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        exact, rounded = op64.matvec(v), op32.matvec(v)
+    assert rounded.dtype == torch.float64
+    error = float((rounded - exact).norm() / exact.norm())
+    assert 0.0 < error < 1e-5, error
+    charges = {}
+    for precision in ("float64", "float32"):
+        qeq = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-6, kspace_precision=precision)
+        with torch.no_grad():
+            charges[precision] = qeq(system, graph)[0]
+    assert float((charges["float32"] - charges["float64"]).abs().max()) < 1e-5
+    assert make_qeq(cg_tol=1e-5)._kspace_dtype() == torch.float32
+    assert make_qeq(cg_tol=1e-10)._kspace_dtype() == torch.float64
+    assert make_qeq(cg_tol=1e-4, kspace_precision="float64")._kspace_dtype() == torch.float64
+    with pytest.raises(ValueError, match="kspace_precision"):
+        make_qeq(kspace_precision="half")
 
 
 def test_projected_cg_starting_guess():
