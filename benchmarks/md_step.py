@@ -3,7 +3,9 @@
 Model (untrained weights; the cost does not depend on their values): 4G hybrid =
 short range (default symmetry functions, r_c 6 Å, 25x25 networks, charge input) +
 ChargeEquilibration (15x15 electronegativity networks, matrix-free PME CG with the k-space
-preconditioner from 1000 atoms, dense below; cg_tol ``--cg-tol``, default 1e-5) + Electrostatics (PME,
+preconditioner from 1000 atoms, dense below; cg_tol ``--cg-tol``, default 1e-5; coarse-operator stage
+``--coarse-tol``, default 3e-4; k-space part of the CG products ``--kspace-precision``, default auto =
+float32 at this cg_tol) + Electrostatics (PME,
 accuracy ``--accuracy``, default 1e-4, real-space cutoff 8 Å) + Dispersion (BJ-damped C6, cutoff 8 Å). System:
 Na/Cl at molten-salt density 0.032 atoms/Å^3 (jittered cubic lattice).
 
@@ -43,6 +45,8 @@ SIDES = {512: 8, 1000: 10, 1728: 12, 4096: 16, 8000: 20, 17576: 26, 32768: 32, 9
 WARM_START = True
 CUTOFF = 8.0
 CG_TOL = 1e-5
+COARSE_TOL = 3e-4
+KSPACE_PRECISION = "auto"
 
 
 def build_model(dtype):
@@ -54,7 +58,8 @@ def build_model(dtype):
         short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(25, 25), use_charges=True),
         charges=hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(15, 15), cg_tol=CG_TOL, solver=SOLVER, accuracy=ACCURACY,
                                        real_space_cutoff=CUTOFF, hardness={11: 4.0, 17: 3.0}, sigma=1.0,
-                                       warm_start=WARM_START),
+                                       warm_start=WARM_START, coarse_tol=COARSE_TOL or None,
+                                       kspace_precision=KSPACE_PRECISION),
         electrostatics=hp.Electrostatics(method="pme", accuracy=ACCURACY, real_space_cutoff=CUTOFF),
         dispersion=hp.Dispersion(["Na", "Cl"], cutoff=8.0),
     )
@@ -88,19 +93,22 @@ def single(n: int, dtype_name: str, repeats: int, device: str = "cpu") -> dict:
         t0 = time.perf_counter()
         out = model(system, compute_stress=False, neighbors=nl)
         synchronize(device)
-        return time.perf_counter() - t0, out, list(getattr(model.charges, "last_iterations", []))
+        return (time.perf_counter() - t0, out, list(model.charges.last_iterations),
+                list(model.charges.last_coarse_iterations))
 
-    first_s, out, first_iters = step()
-    times, iters = [], []
+    first_s, out, first_iters, first_coarse = step()
+    times, iters, coarse = [], [], []
     for _ in range(repeats):
-        t, out, it = step()
+        t, out, it, co = step()
         times.append(t)
         iters.append(it)
+        coarse.append(co)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if torch.device(device).type == "cuda":  # GPU memory instead of host RSS
         peak, base = peak_memory_mb(device) * 1024, 0
     return {"N": len(atoms), "step_s": statistics.median(times), "first_s": first_s, "nl_s": t_nl,
-            "cg_first": first_iters, "cg_steps": iters, "peak_rss_mb": peak / 1024,
+            "cg_first": first_iters, "cg_steps": iters, "coarse_first": first_coarse, "coarse_steps": coarse,
+            "peak_rss_mb": peak / 1024,
             "base_rss_mb": base / 1024, "max_force": float(out["forces"].abs().max())}
 
 
@@ -115,6 +123,10 @@ def main(argv=None):
                         help="CG relative residual tolerance (default 1e-5 = 0.1 x accuracy: force error from the "
                              "solve ~1e-7 relative, far below the PME error; see benchmarks/README.md)")
     parser.add_argument("--no-warm-start", action="store_true", help="cold CG start at every step")
+    parser.add_argument("--coarse-tol", type=float, default=3e-4,
+                        help="ChargeEquilibration coarse_tol (coarse-operator CG stage; 0 = off)")
+    parser.add_argument("--kspace-precision", default="auto", choices=["auto", "float64", "float32"],
+                        help="ChargeEquilibration kspace_precision (PME k-space part of the CG products)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--plot", default="benchmarks/md_step.png")
@@ -124,8 +136,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from _common import device_label
 
-    global ACCURACY, WARM_START, CUTOFF, CG_TOL
+    global ACCURACY, WARM_START, CUTOFF, CG_TOL, COARSE_TOL, KSPACE_PRECISION
     ACCURACY, WARM_START, CUTOFF, CG_TOL = args.accuracy, not args.no_warm_start, args.cutoff, args.cg_tol
+    COARSE_TOL, KSPACE_PRECISION = args.coarse_tol, args.kspace_precision
     if args.single is not None:
         print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats, args.device)))
         return
@@ -133,17 +146,20 @@ def main(argv=None):
         if n not in SIDES:
             raise ValueError(f"size {n} is not a cube of an even side; choose from {sorted(SIDES)}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, {device_label(args.device)}; 4G NaCl model "
-          f"(QEq + PME accuracy {args.accuracy:g}, r_c {args.cutoff:g} Å, dispersion), CG tol {args.cg_tol:g}, warm start "
+          f"(QEq + PME accuracy {args.accuracy:g}, r_c {args.cutoff:g} Å, dispersion), CG tol {args.cg_tol:g}, "
+          f"coarse stage {args.coarse_tol:g}, k-space {args.kspace_precision}, warm start "
           f"{'off' if args.no_warm_start else 'on'}")
-    print(f"{'N':>7} {'first s':>8} {'CG first':>9} {'s/step':>8} {'CG/step':>8} {'us/atom/step':>13} {'ns/day@1fs':>11} "
+    print(f"{'N':>7} {'first s':>8} {'CG first':>15} {'s/step':>8} {'CG/step':>15} {'us/atom/step':>13} {'ns/day@1fs':>11} "
           f"{'NL s':>7} {'peak MB':>12} {'MB/1000 atoms':>14}")
-    print("(peak MB: GPU allocator peak on CUDA, process peak RSS on the CPU)")
+    print("(CG: exact-operator iterations forward/adjoint, (+coarse-operator stage iterations); "
+          "peak MB: GPU allocator peak on CUDA, process peak RSS on the CPU)")
     rows = []
     here = Path(__file__).resolve().parent
     for n in args.sizes:
         res = subprocess.run([sys.executable, str(here / "md_step.py"), "--single", str(n), "--dtype", args.dtype,
                               "--repeats", str(args.repeats), "--threads", str(args.threads), "--accuracy", str(args.accuracy),
-                              "--cutoff", str(args.cutoff), "--device", args.device, "--cg-tol", str(args.cg_tol)] + (["--no-warm-start"] if args.no_warm_start else []), capture_output=True, text=True, cwd=here)
+                              "--cutoff", str(args.cutoff), "--device", args.device, "--cg-tol", str(args.cg_tol),
+                              "--coarse-tol", str(args.coarse_tol), "--kspace-precision", args.kspace_precision] + (["--no-warm-start"] if args.no_warm_start else []), capture_output=True, text=True, cwd=here)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode != 0 or not line:
             print(f"{n:>7} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
@@ -153,9 +169,13 @@ def main(argv=None):
         r["ns_day"] = 86400.0 / r["step_s"] * 1e-6  # 1 fs per step: steps/day * 1e-6 ns
         r["mb_per_1000"] = (r["peak_rss_mb"] - r["base_rss_mb"]) / r["N"] * 1000
         rows.append(r)
-        cg_first = "/".join(str(k) for k in r["cg_first"]) or "-"
-        cg_step = "/".join(str(k) for k in r["cg_steps"][-1]) if r["cg_steps"] and r["cg_steps"][-1] else "-"
-        print(f"{r['N']:>7} {r['first_s']:>8.3f} {cg_first:>9} {r['step_s']:>8.3f} {cg_step:>8} {r['us_atom']:>13.1f} "
+        def iterations(exact, coarse):
+            text = "/".join(str(k) for k in exact) or "-"
+            return text + (f" (+{'/'.join(str(k) for k in coarse)})" if coarse else "")
+
+        cg_first = iterations(r["cg_first"], r["coarse_first"])
+        cg_step = iterations(r["cg_steps"][-1], r["coarse_steps"][-1]) if r["cg_steps"] else "-"
+        print(f"{r['N']:>7} {r['first_s']:>8.3f} {cg_first:>15} {r['step_s']:>8.3f} {cg_step:>15} {r['us_atom']:>13.1f} "
               f"{r['ns_day']:>11.4f} {r['nl_s']:>7.3f} {r['peak_rss_mb']:>12.0f} {r['mb_per_1000']:>14.1f}", flush=True)
     if args.plot and rows:
         import matplotlib

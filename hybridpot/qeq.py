@@ -26,6 +26,10 @@ Solvers
   (long-wavelength) Coulomb part on a coarse mesh of its own (default with PME) or Jacobi
   ``1/(J + k_e/(sigma sqrt(pi)))``. The forward solve's operator and preconditioner are
   reused by the adjoint solve; products inside CG interpolate through a sparse CSR matrix.
+  Each solve first runs to ``coarse_tol`` (3e-4) with a cheaper operator whose k-space part
+  lives on the preconditioner's coarse mesh, then finishes with the exact operator (same
+  result, 40-50% fewer exact products); for ``cg_tol >= 1e-5`` the k-space part of the
+  products is evaluated in float32 (``kspace_precision``; CG vectors stay float64).
   Tolerance: ``cg_tol`` is a relative residual; the default 1e-10 makes the solve exact for
   tests, while for MD of large systems ``cg_tol ~ 0.1 x accuracy`` is enough (measured on a
   4096-atom melt at accuracy 1e-4: force error from the solve 1.6e-7 of the largest force at
