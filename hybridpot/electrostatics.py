@@ -503,14 +503,14 @@ class PeriodicCoulomb:
                 self._convolution = _MeshConvolution(flat, weights, self.mesh_shape, kfilter, "forward", dtype)
                 self._interpolation = _interpolation_matrix(flat, weights.to(dtype), nx * ny * nz)
             phi = self._convolution(sorted_v.squeeze(1).to(dtype))
-            potential = _unsort((self._interpolation @ phi).to(v.dtype), self._order)
-            return potential / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
+            at_atoms = (self._interpolation @ phi).to(v.dtype)
         else:
             rho = _spread(flat, weights, sorted_v, nx * ny * nz)
             rho_hat = torch.fft.rfftn(rho.T.reshape(channels, nx, ny, nz), dim=(1, 2, 3)) * kfilter
             phi = torch.fft.irfftn(rho_hat, s=(nx, ny, nz), dim=(1, 2, 3), norm="forward")
             phi = phi.reshape(-1, 1) if channels == 1 else phi.reshape(channels, -1).T  # [mesh, channels]
-        potential = _unsort(self._interpolate(flat, weights, phi), self._order)
+            at_atoms = self._interpolate(flat, weights, phi)
+        potential = _unsort(at_atoms, self._order)
         return potential / self.volume - self.self_term * v - self.background * v.sum(dim=0, keepdim=True)
 
     def _interpolate(self, flat: torch.Tensor, weights: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
