@@ -224,6 +224,37 @@ def test_pme_stencil_kspace_equals_torchpme():
         assert torch.allclose(a, b, rtol=0, atol=1e-11 * float(b.abs().max()))
 
 
+def test_pme_products_do_not_depend_on_atom_order():
+    """The PME operator sorts atoms by mesh cell internally: products (with and without autograd,
+    float64 and float32 k-space) and their position derivatives follow any input order."""
+    from hybridpot.electrostatics import EwaldParameters, PeriodicCoulomb
+
+    pos, cell, q, sig = _random_cell(n=60, seed=11)
+    perm = torch.as_tensor(np.random.default_rng(0).permutation(60))
+    params = EwaldParameters.for_accuracy(1e-5, 4.0)
+    empty = torch.zeros(0, dtype=torch.long)
+    results = []
+    for order in (torch.arange(60), perm):
+        positions = torch.as_tensor(pos)[order].requires_grad_(True)
+        op = PeriodicCoulomb(positions, torch.as_tensor(cell), empty, empty, torch.zeros(0, dtype=torch.float64),
+                             torch.as_tensor(sig)[order], params, "pme")
+        v = torch.as_tensor(q)[order]
+        with torch.no_grad():
+            no_grad = op.matvec(v)
+            op.kspace_dtype = torch.float32
+            rounded = op.matvec(v)
+        energy = 0.5 * (v * op.matvec(v)).sum()
+        (force,) = torch.autograd.grad(-energy, positions)
+        inverse = torch.argsort(order)
+        results.append([t.detach()[inverse] for t in (no_grad, rounded, force)] + [energy.detach()])
+    (a64, a32, fa, ea), (b64, b32, fb, eb) = results
+    scale = float(a64.abs().max())
+    assert torch.allclose(a64, b64, rtol=0, atol=1e-12 * scale)
+    assert torch.allclose(a32, b32, rtol=0, atol=1e-5 * scale)  # float32 sums in another order
+    assert torch.allclose(fa, fb, rtol=0, atol=1e-11 * float(fa.abs().max()))
+    assert float(ea) == pytest.approx(float(eb), rel=1e-12)
+
+
 # ---------------------------------------------------------------------------- finite systems
 def test_gaussian_pair_kernel_limits():
     gamma = torch.tensor(0.9, dtype=torch.float64)
