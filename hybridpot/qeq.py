@@ -366,6 +366,8 @@ class _MatrixFreeSetup:
 #: smallest CG tolerance at which kspace_precision="auto" evaluates the PME k-space part of the
 #: CG products in float32 (its rounding, ~1e-7 relative, must stay well below the tolerance)
 KSPACE_FLOAT32_MIN_TOL = 1e-5
+#: default relative residual of the coarse-operator CG stage (benchmarks/README.md 4c)
+DEFAULT_COARSE_TOL = 3e-4
 
 
 # ---------------------------------------------------------------------------- QEq term
@@ -445,7 +447,7 @@ class ChargeEquilibration(nn.Module):
         preconditioner: str = "auto",
         warm_start: bool = True,
         kspace_precision: str = "auto",
-        coarse_tol: Optional[float] = 3e-4,
+        coarse_tol: Optional[float] = DEFAULT_COARSE_TOL,
     ):
         super().__init__()
         self.elements = sorted({element_number(e) for e in elements})
@@ -513,6 +515,10 @@ class ChargeEquilibration(nn.Module):
         state.pop("last_energy", None)  # models saved when it was a plain attribute
         state.setdefault("_last_energies", [])
         state.setdefault("_warm_cache", {})
+        state.setdefault("_coarse_logs", [])
+        # models saved before these options existed get today's defaults
+        state.setdefault("kspace_precision", "auto")
+        state.setdefault("coarse_tol", DEFAULT_COARSE_TOL)
         super().__setstate__(state)
 
     def _warm_start_slot(self, s: int, numbers: torch.Tensor) -> Optional[dict]:
@@ -527,7 +533,7 @@ class ChargeEquilibration(nn.Module):
 
     def _kspace_dtype(self) -> torch.dtype:
         """dtype of the PME k-space part of the CG products (``kspace_precision``)."""
-        precision = getattr(self, "kspace_precision", "auto")  # models saved before the option existed
+        precision = self.kspace_precision
         if precision == "auto":
             precision = "float32" if self.cg_tol >= KSPACE_FLOAT32_MIN_TOL else "float64"
         return getattr(torch, precision)
@@ -546,7 +552,7 @@ class ChargeEquilibration(nn.Module):
     def last_coarse_iterations(self) -> list:
         """Iteration counts of the coarse-operator stages of the last call (``coarse_tol``), in the
         order of the solves that ran one (not counted in :attr:`last_iterations`)."""
-        return [n for log in getattr(self, "_coarse_logs", []) for n in log]
+        return [n for log in self._coarse_logs for n in log]
 
     @property
     def cutoff(self) -> float:
@@ -598,7 +604,7 @@ class ChargeEquilibration(nn.Module):
                 setup = _MatrixFreeSetup(pair_i, pair_j, self.params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b]), self._kspace_dtype(),
-                                         getattr(self, "coarse_tol", None))
+                                         self.coarse_tol)
                 as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], positions, cell,
                                                                    distances, sig)]
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
