@@ -51,6 +51,7 @@ cells shorter than ``r_outer`` and is not reproduced: each pair is counted once.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -304,8 +305,9 @@ def _spread(flat: torch.Tensor, weights: torch.Tensor, v: torch.Tensor, mesh_siz
 
 
 class _MeshConvolution:
-    """``v [n] -> phi [mesh, 1]``: spread ``v`` with a stencil, multiply the mesh's spectrum by a
-    real filter, transform back; without autograd (CG iterations), into arrays allocated once.
+    """``v [n] -> [n, 1]``: spread ``v`` with a stencil, multiply the mesh's spectrum by a real
+    filter, transform back and interpolate to the atoms (CSR matrix), all in ``dtype`` and in
+    the stencil's atom order; without autograd (CG iterations), into arrays allocated once.
 
     A new multi-MB array per product (the ``n p^3`` weighted values, the mesh, its spectrum, the
     potential) costs more in page faults than the arithmetic on it (measured 2x for the weighted
@@ -317,6 +319,7 @@ class _MeshConvolution:
         self.flat, self.weights, self.mesh_shape = flat.reshape(-1), weights.detach().to(dtype), tuple(mesh_shape)
         self.kfilter, self.norm = kfilter.detach().to(dtype).unsqueeze(-1), norm  # real, [nx, ny, nz // 2 + 1, 1]
         nx, ny, nz = self.mesh_shape
+        self.interpolation = _interpolation_matrix(flat, self.weights, nx * ny * nz)
         self.values = torch.empty_like(self.weights)
         self.mesh = torch.empty(nx * ny * nz, dtype=dtype, device=flat.device)
         self.spectrum = torch.empty((nx, ny, nz // 2 + 1), dtype=torch.complex128 if dtype == torch.float64
@@ -324,12 +327,13 @@ class _MeshConvolution:
         self.potential = torch.empty(self.mesh_shape, dtype=dtype, device=flat.device)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        torch.mul(self.weights, v.unsqueeze(1), out=self.values)
+        """Values at the atoms ``[n, 1]`` (``dtype`` of the convolution) of ``v [n]`` (any float dtype)."""
+        torch.mul(self.weights, v.to(self.weights.dtype).unsqueeze(1), out=self.values)
         self.mesh.zero_().index_add_(0, self.flat, self.values.reshape(-1))
         torch.fft.rfftn(self.mesh.reshape(self.mesh_shape), out=self.spectrum)
         torch.view_as_real(self.spectrum).mul_(self.kfilter)  # in place, as a real product
         torch.fft.irfftn(self.spectrum, s=self.mesh_shape, norm=self.norm, out=self.potential)
-        return self.potential.reshape(-1, 1)
+        return self.interpolation @ self.potential.reshape(-1, 1)
 
 
 def ewald_kvectors(cell: torch.Tensor, k_max: float) -> torch.Tensor:
@@ -394,6 +398,10 @@ class PeriodicCoulomb:
         self.pair_i, self.pair_j, self.distances = pair_i, pair_j, distances
         self.sigma, self.params, self.method = sigma, params, method
         self.kspace_dtype = kspace_dtype
+        # PME products without autograd (CG): mesh convolutions into preallocated arrays with CSR
+        # interpolation (several times faster than a gather + sum), made on first use; the
+        # coarse one by coarse_matvec on the mesh that kspace_preconditioner leaves in _coarse_mesh
+        self._convolution, self._coarse_convolution, self._coarse_mesh = None, None, None
         dtype, device = positions.dtype, positions.device
         self.potential = torchpme.CoulombPotential(smearing=params.smearing, prefactor=COULOMB_CONSTANT).to(
             dtype=dtype, device=device
@@ -444,8 +452,9 @@ class PeriodicCoulomb:
         calc.mesh_interpolator.update = _no_update
         calc.kspace_filter.update = _no_update
 
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``C v`` for ``v`` of shape ``[n]`` or ``[n, channels]`` (potentials, V)."""
+    def matvec(self, v: torch.Tensor, coarse: bool = False) -> torch.Tensor:
+        """``C v`` for ``v`` of shape ``[n]`` or ``[n, channels]`` (potentials, V); ``coarse``: the
+        approximation of :meth:`coarse_matvec` (PME, one channel, no autograd)."""
         squeeze = v.dim() == 1
         vv = v.unsqueeze(1) if squeeze else v
         out = self._pair_apply(self.real_kernel, vv)
@@ -454,7 +463,7 @@ class PeriodicCoulomb:
             out = out + self.sin.T @ (self.g.unsqueeze(1) * (self.sin @ vv))
             out = out - self.self_term * vv - self.background * vv.sum(dim=0, keepdim=True)
         else:
-            out = out + self._pme_kspace(vv)
+            out = out + self._pme_kspace(vv, coarse)
         if self.sigma is not None:
             # k = 0 part of the erfc correction (neutralising background, Gaussian part)
             s2 = (self.sigma**2).unsqueeze(1)
@@ -477,16 +486,13 @@ class PeriodicCoulomb:
         self._order = _spatial_order(interpolator, self.positions)
         self._stencil = _interpolation_stencil(interpolator, self.positions.index_select(0, self._order),
                                                self.mesh_shape)
-        # products without autograd (CG): mesh convolution into preallocated arrays and a CSR
-        # interpolation matrix (several times faster than a gather + sum), made on first use
-        self._convolution, self._interpolation = None, None
 
     def _mesh_stencil(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(flat indices, weights)`` of the stencil; the weights without their graph under no_grad."""
         flat, weights = self._stencil
         return flat, (weights if torch.is_grad_enabled() else weights.detach())
 
-    def _pme_kspace(self, v: torch.Tensor) -> torch.Tensor:
+    def _pme_kspace(self, v: torch.Tensor, coarse: bool = False) -> torch.Tensor:
         """PME k-space potential (full, not halved) of ``v`` ``[n, channels]``, differentiable in
         ``v``, positions and cell: spread, k-space filter, interpolate / V, minus the self term and
         the background (torch-pme's ``PMECalculator._compute_kspace`` for a 3D-periodic cell).
@@ -501,10 +507,11 @@ class PeriodicCoulomb:
             dtype = self.kspace_dtype or v.dtype
             if self._convolution is None or self._convolution.values.dtype != dtype:
                 self._convolution = _MeshConvolution(flat, weights, self.mesh_shape, kfilter, "forward", dtype)
-                self._interpolation = _interpolation_matrix(flat, weights.to(dtype), nx * ny * nz)
-            phi = self._convolution(sorted_v.squeeze(1).to(dtype))
-            at_atoms = (self._interpolation @ phi).to(v.dtype)
+            convolution = self._coarse_convolution if coarse else self._convolution
+            at_atoms = convolution(sorted_v.squeeze(1)).to(v.dtype)
         else:
+            if coarse:
+                raise ValueError("the coarse operator has one channel and no autograd")
             rho = _spread(flat, weights, sorted_v, nx * ny * nz)
             rho_hat = torch.fft.rfftn(rho.T.reshape(channels, nx, ny, nz), dim=(1, 2, 3)) * kfilter
             phi = torch.fft.irfftn(rho_hat, s=(nx, ny, nz), dim=(1, 2, 3), norm="forward")
@@ -557,14 +564,12 @@ class PeriodicCoulomb:
             h = torch.where(k2 == 0, torch.zeros_like(k2), 0.95 * lam / (1.0 + lam))
             scale = 1.0 / torch.sqrt(d)
             norm = nx * ny * nz / n
-            dtype = self.kspace_dtype or d.dtype
-            interpolation = _interpolation_matrix(flat, weights.to(dtype), nx * ny * nz)
-            smooth_part = _MeshConvolution(flat, weights, (nx, ny, nz), h, "backward", dtype)
+            smooth_part = _MeshConvolution(flat, weights, (nx, ny, nz), h, "backward", self.kspace_dtype or d.dtype)
             order = self._order
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             v = scale * r
-            smooth = interpolation @ smooth_part(v.index_select(0, order).to(dtype))
+            smooth = smooth_part(v.index_select(0, order))
             return scale * (v - norm * _unsort(smooth.to(v.dtype), order).squeeze(1))
 
         return apply
@@ -579,30 +584,16 @@ class PeriodicCoulomb:
         to ``coarse_tol`` before the exact operator takes over, so fewer exact products are
         needed for the same final tolerance.
         """
-        flat, weights, shape = self._coarse_mesh
-        with torch.no_grad():
-            ns = torch.tensor(shape, device=self.cell.device)
-            kspace_filter = torchpme.lib.KSpaceFilter(self.cell.detach(), ns, kernel=self.potential,
-                                                      fft_norm="backward", ifft_norm="forward")
-            dtype = self.kspace_dtype or self.positions.dtype
-            convolution = _MeshConvolution(flat, weights, shape, kspace_filter._kfilter, "forward", dtype)
-            interpolation = _interpolation_matrix(flat, weights.to(dtype), shape[0] * shape[1] * shape[2])
-            volume, self_term, background = (self.volume.detach(), self.self_term.detach(),
-                                             self.background.detach())
-            s2 = None if self.sigma is None else self.sigma.detach() ** 2
-            factor = 2.0 * math.pi * COULOMB_CONSTANT / volume
-        order = self._order
-
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            vv = v.unsqueeze(1)
-            phi = interpolation @ convolution(v.index_select(0, order).to(dtype))
-            out = self._pair_apply(self.real_kernel, vv) + _unsort(phi.to(v.dtype), order) / volume
-            out = out - self_term * vv - background * vv.sum(dim=0, keepdim=True)
-            if s2 is not None:
-                out = out + factor * (s2.unsqueeze(1) * vv.sum(dim=0, keepdim=True) + (s2 * v).sum())
-            return out.squeeze(1)
-
-        return apply
+        if self._coarse_mesh is None:
+            raise ValueError("coarse_matvec needs the mesh of kspace_preconditioner: build that first")
+        if self._coarse_convolution is None:  # once per operator (forward and adjoint solves)
+            flat, weights, shape = self._coarse_mesh
+            with torch.no_grad():
+                kspace_filter = torchpme.lib.KSpaceFilter(self.cell.detach(), torch.tensor(shape, device=self.cell.device),
+                                                          kernel=self.potential, fft_norm="backward", ifft_norm="forward")
+                self._coarse_convolution = _MeshConvolution(flat, weights, shape, kspace_filter._kfilter, "forward",
+                                                            self.kspace_dtype or self.positions.dtype)
+        return functools.partial(self.matvec, coarse=True)
 
     def _preconditioner_mesh(self, sigma2: float):
         """Stencil ``(flat, weights, mesh_shape)`` for the preconditioner's smooth-mode projection
