@@ -1,0 +1,129 @@
+"""The n2p2/RuNNer global extended Kalman filter (hybridpot.training.kalman)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hybridpot.training.kalman import KalmanFilter
+
+
+def tiny_network(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+
+
+def predictions_and_jacobian(net, x):
+    """Network outputs [m] and their Jacobian with respect to all weights [n, m]."""
+    params = list(net.parameters())
+    y = net(x).reshape(-1)
+    columns = []
+    for k in range(y.shape[0]):
+        grads = torch.autograd.grad(y[k], params, retain_graph=True)
+        columns.append(torch.cat([g.reshape(-1) for g in grads]))
+    return y.detach(), torch.stack(columns, dim=1)
+
+
+def test_matches_a_dense_textbook_extended_kalman_filter():
+    """Five updates of a tiny tanh network, two observations each, against the textbook EKF
+    K = P H (H^T P H + R)^-1, w += K xi, P = (I - K H^T) P + Q, written with numpy."""
+    net = tiny_network()
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(5)]
+    targets = [torch.randn(2, generator=g, dtype=torch.float64) for _ in range(5)]
+    epsilon, q0, q_tau, eta0, eta_tau, updates_per_epoch = 0.01, 0.01, 2.302, 1e-3, 2.302, 5
+    kf = KalmanFilter(net.parameters(), updates_per_epoch=updates_per_epoch, epsilon=epsilon, q0=q0, q_tau=q_tau,
+                      q_min=1e-30, eta=eta0, eta_tau=eta_tau, eta_max=1e6)
+
+    ref_net = tiny_network()
+    n = sum(p.numel() for p in ref_net.parameters())
+    P = np.eye(n) / epsilon
+    for k, (x, t) in enumerate(zip(xs, targets)):
+        y, H = predictions_and_jacobian(net, x)
+        kf.step(t - y, H)
+        # textbook, with the schedules of n2p2 written out in closed form
+        q_k = q0 * math.exp(-k * q_tau / updates_per_epoch)
+        eta_k = eta0 * math.exp((k + 1) * eta_tau / updates_per_epoch)
+        y_ref, H_ref = (a.numpy() for a in predictions_and_jacobian(ref_net, x))
+        R = np.eye(2) / eta_k
+        K = P @ H_ref @ np.linalg.inv(H_ref.T @ P @ H_ref + R)
+        P = (np.eye(n) - K @ H_ref.T) @ P + q_k * np.eye(n)
+        w = np.concatenate([p.detach().numpy().ravel() for p in ref_net.parameters()]) + K @ (t.numpy() - y_ref)
+        with torch.no_grad():
+            offset = 0
+            for p in ref_net.parameters():
+                p.copy_(torch.from_numpy(w[offset:offset + p.numel()].reshape(p.shape)))
+                offset += p.numel()
+        np.testing.assert_allclose(kf.flat_parameters().numpy(), w, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(kf.P.numpy(), 0.5 * (P + P.T), rtol=1e-12, atol=1e-12 * np.abs(P).max())
+
+
+def test_without_process_noise_the_filter_is_recursive_ridge_regression():
+    """For a linear model, q = 0 and a constant eta, the filter's state after all updates is
+    the ridge solution (epsilon I + eta sum h h^T)^-1 (epsilon w0 + eta sum h y)."""
+    g = torch.Generator().manual_seed(2)
+    w = torch.zeros(4, dtype=torch.float64)
+    w0 = w.clone()
+    kf = KalmanFilter([w], epsilon=0.5, q0=0.0, q_min=0.0, eta=3.0)
+    hs = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    ys = hs @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + 0.1 * torch.randn(12, generator=g,
+                                                                                          dtype=torch.float64)
+    for batch in (slice(0, 1), slice(1, 4), slice(4, 5), slice(5, 12)):  # single and grouped observations
+        h, y = hs[batch], ys[batch]
+        kf.step(y - h @ w, h.T)
+    lhs = 0.5 * torch.eye(4, dtype=torch.float64) + 3.0 * hs.T @ hs
+    expected = torch.linalg.solve(lhs, 0.5 * w0 + 3.0 * hs.T @ ys)
+    torch.testing.assert_close(w, expected, rtol=0, atol=1e-10)
+
+
+def test_fading_memory_filter_updates_lambda_and_scales_p():
+    w = torch.zeros(2, dtype=torch.float64)
+    kf = KalmanFilter([w], kind="fading_memory", epsilon=1.0, q0=0.0, q_min=0.0, lam=0.9, nu=0.5)
+    h = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    kf.step(torch.tensor([1.0]), h)
+    # one observation of w[0]: P00 = 1, A = 1 + 0.9, K = (1/1.9, 0), P00' = (1 - 1/1.9) / 0.9
+    assert float(w[0]) == pytest.approx(1.0 / 1.9, rel=1e-15)
+    assert float(kf.P[0, 0]) == pytest.approx((1.0 - 1.0 / 1.9) / 0.9, rel=1e-14)
+    assert float(kf.P[1, 1]) == pytest.approx(1.0 / 0.9, rel=1e-14)
+    assert kf.lam == pytest.approx(0.5 * 0.9 + 0.5, rel=1e-15)
+
+
+def test_state_dict_resumes_bit_for_bit():
+    def run(interrupt: bool):
+        net = tiny_network(3)
+        kf = KalmanFilter(net.parameters(), updates_per_epoch=3, eta=0.01, eta_tau=1.0, eta_max=0.1)
+        g = torch.Generator().manual_seed(4)
+        for k in range(6):
+            x = torch.randn(3, 3, generator=g, dtype=torch.float64)
+            t = torch.randn(3, generator=g, dtype=torch.float64)
+            y, H = predictions_and_jacobian(net, x)
+            kf.step(t - y, H)
+            if interrupt and k == 2:
+                state = {"kf": kf.state_dict(), "net": {k: v.clone() for k, v in net.state_dict().items()}}
+                net = tiny_network(99)
+                net.load_state_dict(state["net"])
+                kf = KalmanFilter(net.parameters(), updates_per_epoch=3, eta=0.01, eta_tau=1.0, eta_max=0.1)
+                kf.load_state_dict(state["kf"])
+        return kf.flat_parameters(), kf.P
+
+    w_a, p_a = run(False)
+    w_b, p_b = run(True)
+    assert torch.equal(w_a, w_b) and torch.equal(p_a, p_b)
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    w = torch.zeros(3, dtype=torch.float64)
+    kf = KalmanFilter([w])
+    with pytest.raises(ValueError, match="Jacobian must be"):
+        kf.step(torch.zeros(2), torch.zeros(2, 2))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        kf.step(torch.tensor([float("nan")]), torch.zeros(3))
+    with pytest.raises(ValueError, match="kalman_type"):
+        KalmanFilter([w], kind="extended")
+    with pytest.raises(ValueError, match="eta_tau and eta_max"):
+        KalmanFilter([w], eta_tau=1.0)
+    with pytest.raises(ValueError, match="different network"):
+        KalmanFilter([torch.zeros(2)]).load_state_dict(kf.state_dict())
