@@ -127,3 +127,54 @@ def test_bad_input_is_refused_with_a_clear_error():
         KalmanFilter([w], eta_tau=1.0)
     with pytest.raises(ValueError, match="different network"):
         KalmanFilter([torch.zeros(2)]).load_state_dict(kf.state_dict())
+
+
+# ----------------------------------------------------------------------------- training with the filter
+from test_training import CUTOFF, _na_cl_4g_setup, lj_clusters, small_model  # noqa: E402  (shared fixtures)
+
+from hybridpot.training import AtomsDataset, Trainer, TrainingConfig, TrainingInterrupted, evaluate_model  # noqa: E402
+
+
+def kalman_config(**overrides):
+    kalman = dict(eta=0.05, eta_tau=2.302, eta_max=1.0, force_fraction=0.2, force_weight=1.0)
+    kalman.update(overrides.pop("kalman", {}))
+    return TrainingConfig(optimizer="kalman", kalman=kalman, dtype="float64", early_stopping_patience=0, **overrides)
+
+
+def test_kalman_training_fits_a_tiny_dataset_better_than_its_start():
+    """8 Lennard-Jones clusters: ten epochs of filter updates bring energies and forces
+    well below the untrained model's errors."""
+    ds = AtomsDataset.from_atoms(lj_clusters(8), CUTOFF)
+    start = evaluate_model(small_model(), ds).compute()
+    trainer = Trainer(small_model(), ds, None, kalman_config(epochs=10), progress=False)
+    final = evaluate_model(trainer.fit(), ds).compute()
+    assert final["energy_rmse"] < 0.1 * start["energy_rmse"]
+    assert final["forces_rmse"] < 0.5 * start["forces_rmse"]
+    assert trainer.history[-1]["lr"] > trainer.history[0]["lr"]  # eta grows as in n2p2 (etatau, etamax)
+
+
+def test_kalman_4g_two_stages_and_bit_exact_resume(tmp_path):
+    make_model, train, val = _na_cl_4g_setup()
+    cfg = kalman_config(charge_epochs=3, epochs=2)
+    reference = Trainer(make_model(0), train, val, cfg, directory=tmp_path / "full", progress=False)
+    final_ref = reference.fit()
+    h1 = [h for h in reference.history if h["stage"] == "charges"]
+    assert h1[-1]["train_charges_rmse"] < h1[0]["train_charges_rmse"]
+
+    def kill(trainer, stage, epoch, record):
+        if (stage, epoch) == ("energy", 1):
+            raise TrainingInterrupted("simulated kill")
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(make_model(0), train, val, cfg, directory=tmp_path / "cut", progress=False, callback=kill).fit()
+    final = Trainer(make_model(0), train, val, cfg, directory=tmp_path / "cut", progress=False).fit(resume=True)
+    a, b = final_ref.state_dict(), final.state_dict()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_unknown_optimizer_is_named():
+    ds = AtomsDataset.from_atoms(lj_clusters(2), CUTOFF)
+    with pytest.raises(ValueError, match="'adam' or 'kalman'"):
+        Trainer(small_model(), ds, None, TrainingConfig(optimizer="sgd", epochs=1), progress=False).fit()

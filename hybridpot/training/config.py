@@ -116,6 +116,11 @@ class TrainingConfig:
     fit_energy_offsets: bool = True
     #: write a resumable checkpoint every N epochs
     checkpoint_every: int = 1
+    #: "adam" (mini-batches, ``lr``, ``scheduler``, ``clip_grad_norm``) or "kalman" (n2p2's global
+    #: extended Kalman filter, single-structure updates; ``batch_size``, ``lr`` and ``scheduler`` unused)
+    optimizer: str = "adam"
+    #: Kalman filter settings (hybridpot.training.kalman_fit.KalmanSettings fields, n2p2 names in its docs)
+    kalman: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

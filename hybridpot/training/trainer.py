@@ -418,7 +418,19 @@ class Trainer:
         self._set_trainable(stage)
         if state is None and stage == "energy":
             self._start_energy_stage()
-        opt, sched = self._make_optimizer(stage, n_epochs)
+        kalman = None
+        if cfg.optimizer == "kalman":
+            if self.ddp:
+                raise ValueError("optimizer 'kalman' does not run under DDP (one global filter): use 'adam'")
+            from .kalman_fit import KalmanEpochs, KalmanSettings
+
+            kalman = KalmanEpochs(self.model, self._stage_parameters(stage), self.train, stage,
+                                  KalmanSettings(**cfg.kalman), self.offsets, self.dtype, self.generator)
+            opt, sched = kalman, None
+        elif cfg.optimizer != "adam":
+            raise ValueError(f"training.optimizer must be 'adam' or 'kalman', got {cfg.optimizer!r}")
+        else:
+            opt, sched = self._make_optimizer(stage, n_epochs)
         forward = lambda batch: self._predict(stage, batch, training=True)
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -445,7 +457,9 @@ class Trainer:
             t0 = time.perf_counter()
             self.model.train()
             acc = MetricAccumulator()
-            inner = tqdm(self._batches(self.train, shuffle=True),
+            if kalman is not None:
+                kalman.run_epoch(progress=self.progress, description=f"{stage} epoch {epoch + 1}")
+            inner = tqdm(self._batches(self.train, shuffle=True) if kalman is None else iter(()),
                          total=self.train.n_batches(cfg.batch_size), desc=f"{stage} epoch {epoch + 1}",
                          disable=not self.progress or self.rank != 0, leave=False, unit="batch")
             for batch, real in inner:
@@ -466,11 +480,12 @@ class Trainer:
                 inner.set_postfix(loss=f"{float(loss.detach()):.3e}")
             if self.ddp:
                 acc = merge_metrics(acc)
-            train_metrics = acc.compute()
+            # Kalman updates are single-structure: the epoch's training metrics come from one pass after it
+            train_metrics = acc.compute() if kalman is None else self._validate(stage, self.train)
             train_loss = _loss_from_metrics(train_metrics, weights)
             val_metrics = self._validate(stage, self.validation) if self.validation is not None else {}
             val_loss = _loss_from_metrics(val_metrics, weights) if self.validation is not None else train_loss
-            lr = opt.param_groups[0]["lr"]
+            lr = opt.param_groups[0]["lr"] if kalman is None else kalman.filter.eta
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step(val_loss)
             elif sched is not None:

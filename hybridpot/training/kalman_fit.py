@@ -1,0 +1,223 @@
+"""Epochs of Kalman-filter updates, as n2p2's nnp-train performs them.
+
+A stage (4G charges, or energies and forces) is a sequence of single-structure updates of
+:class:`~hybridpot.training.kalman.KalmanFilter`:
+
+* energy update: one structure, one observation: the energy per atom (eV/atom), error
+  ``E_ref/N - E/N`` and its gradient with respect to the weights;
+* force update: one structure, ``forces_per_update`` force components (eV/Å) picked at
+  random, errors and Jacobian multiplied by ``force_weight`` (n2p2 ``force_weight``);
+  the Jacobian is a second derivative (forces are ``-dE/dR``), one double backward per
+  component;
+* charge update (4G stage 1): one structure, one observation, as n2p2: the norm of the
+  charge errors ``|q - q_ref|`` (e) with target 0 and its gradient.
+
+Per epoch there are ``round(energy_fraction * n_structures)`` energy updates and
+``round(force_fraction * n_force_components)`` force updates, in a random order
+(n2p2 ``short_energy_fraction``, ``short_force_fraction``; candidates drawn without
+replacement within an epoch), or ``round(charge_fraction * n_structures)`` charge updates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..neighbors import build_graph
+from .dataset import AtomsDataset, collate
+from .kalman import KalmanFilter
+
+__all__ = ["KalmanSettings", "KalmanEpochs"]
+
+
+@dataclass
+class KalmanSettings:
+    """Kalman-filter training settings (n2p2 keywords in brackets; defaults: n2p2's examples).
+
+    Attributes
+    ----------
+    kind : str
+        "standard" or "fading_memory" (``kalman_type`` 0 / 1).
+    epsilon, q0, q_tau, q_min, eta, eta_tau, eta_max, lam, nu : float
+        Filter parameters, see :class:`~hybridpot.training.kalman.KalmanFilter`
+        (``kalman_epsilon``, ``kalman_q0``, ``kalman_qtau``, ``kalman_qmin``, ``kalman_eta``,
+        ``kalman_etatau``, ``kalman_etamax``, ``kalman_lambda_short``, ``kalman_nue_short``).
+        ``q_tau`` and ``eta_tau`` are per epoch.
+    energy_fraction : float
+        Energy updates per epoch as a fraction of the structures (``short_energy_fraction``).
+    force_fraction : float
+        Force updates per epoch as a fraction of all force components (``short_force_fraction``).
+    force_weight : float
+        Factor on force errors and Jacobians (``force_weight``; eV/atom per eV/Å).
+    forces_per_update : int
+        Force components per force update (n2p2: 1).
+    charge_fraction : float
+        Charge updates per epoch as a fraction of the structures (``charge_fraction``).
+    """
+
+    kind: str = "standard"
+    epsilon: float = 1e-2
+    q0: float = 1e-2
+    q_tau: float = 2.302
+    q_min: float = 1e-6
+    eta: float = 1e-3
+    eta_tau: Optional[float] = 2.302
+    eta_max: Optional[float] = 1.0
+    lam: float = 0.99
+    nu: float = 0.99
+    energy_fraction: float = 1.0
+    force_fraction: float = 0.025
+    force_weight: float = 10.0
+    forces_per_update: int = 1
+    charge_fraction: float = 1.0
+
+
+class KalmanEpochs:
+    """Runs the Kalman-filter updates of one training stage.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The :class:`~hybridpot.model.HybridPotential` being trained (in its training dtype).
+    parameters : sequence of nn.Parameter
+        The stage's trainable parameters (the filter's state).
+    train : AtomsDataset
+        The training split.
+    stage : {"energy", "charges"}
+    settings : KalmanSettings
+    offsets : torch.Tensor
+        Per-element energy offsets ``[119]`` (eV) subtracted from the reference energies
+        (they live outside the network during training).
+    dtype : torch.dtype
+        Training dtype of the model.
+    generator : torch.Generator
+        Source of the update order and force-component choice (part of the resumable state).
+    """
+
+    def __init__(self, model: nn.Module, parameters: Sequence[nn.Parameter], train: AtomsDataset, stage: str,
+                 settings: KalmanSettings, offsets: torch.Tensor, dtype: torch.dtype, generator: torch.Generator):
+        if stage not in ("energy", "charges"):
+            raise ValueError(f"unknown training stage {stage!r}")
+        self.model, self.params, self.train, self.stage = model, list(parameters), train, stage
+        self.settings, self.offsets, self.dtype, self.generator = settings, offsets, dtype, generator
+        n_structures = len(train)
+        if stage == "charges":
+            if not train.has("charges"):
+                raise ValueError("Kalman charge updates need reference charges in the training data")
+            self.n_energy, self.n_force = 0, 0
+            self.n_charge = max(1, round(settings.charge_fraction * n_structures))
+        else:
+            self.n_charge = 0
+            self.n_energy = round(settings.energy_fraction * n_structures) if train.has("energy") else 0
+            n_components = 3 * sum(s.n_atoms for s in train.samples if s.forces is not None)
+            self.n_force = round(settings.force_fraction * n_components / max(settings.forces_per_update, 1)) \
+                if train.has("forces") else 0
+        self.updates_per_epoch = self.n_energy + self.n_force + self.n_charge
+        if self.updates_per_epoch == 0:
+            raise ValueError(f"Kalman {stage} stage has no updates: check the reference data and the fractions")
+        self.filter = KalmanFilter(
+            self.params, updates_per_epoch=self.updates_per_epoch, kind=settings.kind, epsilon=settings.epsilon,
+            q0=settings.q0, q_tau=settings.q_tau, q_min=settings.q_min, eta=settings.eta, eta_tau=settings.eta_tau,
+            eta_max=settings.eta_max, lam=settings.lam, nu=settings.nu)
+
+    # ----------------------------------------------------------------------------- observations
+    def _batch(self, index: int):
+        batch = collate([self.train.samples[index]], index=[index])
+        return batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+
+    def _gradient(self, value: torch.Tensor, retain_graph: bool) -> torch.Tensor:
+        grads = torch.autograd.grad(value, self.params, retain_graph=retain_graph, allow_unused=True)
+        return self.filter.flat_gradients(grads)
+
+    def energy_observation(self, index: int):
+        """``(errors [1], jacobian [n, 1])`` of the energy per atom of structure ``index``."""
+        batch = self._batch(index)
+        n_atoms = float(batch.n_atoms[0])
+        pred = self.model(batch.system, compute_forces=False, compute_stress=False, create_graph=True,
+                          neighbors=batch.neighbors)
+        energy = pred["energy"][0] / n_atoms
+        column = self._gradient(energy, retain_graph=False)
+        error = float(batch.energy[0]) / n_atoms - float(energy.detach())
+        return torch.tensor([error], dtype=torch.float64), column.unsqueeze(1)
+
+    def force_observation(self, index: int, components: torch.Tensor):
+        """Force components ``components`` (flat indices ``3 * atom + xyz``) of structure ``index``."""
+        batch = self._batch(index)
+        pred = self.model(batch.system, compute_forces=True, compute_stress=False, create_graph=True,
+                          neighbors=batch.neighbors)
+        forces = pred["forces"].reshape(-1)[components]
+        reference = batch.forces.reshape(-1)[components].to(torch.float64)
+        w = self.settings.force_weight
+        columns = [self._gradient(forces[k], retain_graph=k + 1 < forces.shape[0]) for k in range(forces.shape[0])]
+        errors = w * (reference - forces.detach().to(torch.float64))
+        return errors, w * torch.stack(columns, dim=1)
+
+    def charge_observation(self, index: int):
+        """n2p2's charge update: the norm of the charge errors (target 0) and its gradient."""
+        batch = self._batch(index)
+        graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
+        charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
+        diff = charges - batch.charges.to(charges.dtype)
+        norm = torch.sqrt((diff * diff).sum())
+        if float(norm.detach()) == 0.0:
+            return None
+        column = self._gradient(norm, retain_graph=False)
+        return torch.tensor([-float(norm.detach())], dtype=torch.float64), column.unsqueeze(1)
+
+    # ----------------------------------------------------------------------------- one epoch
+    def _plan(self) -> List[tuple]:
+        """The epoch's updates: ("energy" | "charges", structure) and ("forces", structure, components)."""
+        g = self.generator
+        n = len(self.train)
+
+        def draw(count: int) -> List[int]:
+            picks: List[int] = []
+            while len(picks) < count:  # without replacement within each pass over the structures
+                picks += torch.randperm(n, generator=g).tolist()
+            return picks[:count]
+
+        plan: List[tuple] = [("charges", s) for s in draw(self.n_charge)]
+        plan += [("energy", s) for s in draw(self.n_energy)]
+        if self.n_force:
+            with_forces = [k for k, s in enumerate(self.train.samples) if s.forces is not None]
+            sizes = torch.tensor([3 * self.train.samples[k].n_atoms for k in with_forces], dtype=torch.float64)
+            structures = torch.multinomial(sizes, self.n_force, replacement=True, generator=g).tolist()
+            for k in structures:
+                index = with_forces[k]
+                n_comp = 3 * self.train.samples[index].n_atoms
+                m = min(self.settings.forces_per_update, n_comp)
+                plan.append(("forces", index, torch.randperm(n_comp, generator=g)[:m]))
+        order = torch.randperm(len(plan), generator=g).tolist()
+        return [plan[k] for k in order]
+
+    def run_epoch(self, progress: bool = False, description: str = "") -> Dict[str, float]:
+        """Perform one epoch of updates; returns counts and the RMS of the update errors."""
+        squares: Dict[str, List[float]] = {"energy": [], "forces": [], "charges": []}
+        plan = self._plan()
+        for update in tqdm(plan, desc=description, disable=not progress, leave=False, unit="update"):
+            kind, index = update[0], update[1]
+            if kind == "energy":
+                obs = self.energy_observation(index)
+            elif kind == "forces":
+                obs = self.force_observation(index, update[2])
+            else:
+                obs = self.charge_observation(index)
+            if obs is None:
+                continue
+            errors, jacobian = obs
+            self.filter.step(errors, jacobian)
+            scale = self.settings.force_weight if kind == "forces" else 1.0
+            squares[kind] += (errors / scale).pow(2).tolist()
+        return {f"kalman_{k}_update_rmse": math.sqrt(sum(v) / len(v)) for k, v in squares.items() if v}
+
+    # ----------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        return {"filter": self.filter.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filter.load_state_dict(state["filter"])
