@@ -3,8 +3,8 @@
 A stage (4G charges, or energies and forces) is a sequence of single-structure updates of
 :class:`~hybridpot.training.kalman.KalmanFilter`:
 
-* energy update: one structure, one observation: the energy per atom (eV/atom), error
-  ``E_ref/N - E/N`` and its gradient with respect to the weights;
+* energy update: one structure, one observation: the energy per atom (or, as n2p2, of the
+  structure), error ``E_ref/N - E/N`` and its gradient with respect to the weights;
 * force update: one structure, ``forces_per_update`` force components (eV/Å) picked at
   random, errors and Jacobian multiplied by ``force_weight`` (n2p2 ``force_weight``);
   the Jacobian is a second derivative (forces are ``-dE/dR``), one double backward per
@@ -58,6 +58,13 @@ class KalmanSettings:
         Force components per force update (n2p2: 1).
     charge_fraction : float
         Charge updates per epoch as a fraction of the structures (``charge_fraction``).
+    per_atom_energy : bool
+        Energy observations per atom (default) or of the whole structure (as n2p2).
+    energy_unit, length_unit : float
+        Units (in eV and Å) in which errors and Jacobians are expressed: the filter is not
+        unit-free (``1/eta`` is a noise variance in these units, ``force_weight`` weighs
+        energy against force units). ``27.211386, 0.529177`` with ``per_atom_energy=False``
+        reproduce n2p2's scale for potentials trained in Hartree and Bohr.
     """
 
     kind: str = "standard"
@@ -75,6 +82,9 @@ class KalmanSettings:
     force_weight: float = 10.0
     forces_per_update: int = 1
     charge_fraction: float = 1.0
+    per_atom_energy: bool = True
+    energy_unit: float = 1.0
+    length_unit: float = 1.0
 
 
 class KalmanEpochs:
@@ -135,9 +145,10 @@ class KalmanEpochs:
         return self.filter.flat_gradients(grads)
 
     def energy_observation(self, index: int):
-        """``(errors [1], jacobian [n, 1])`` of the energy per atom of structure ``index``."""
+        """``(errors [1], jacobian [n, 1])`` of the energy (per atom) of structure ``index``."""
         batch = self._batch(index)
-        n_atoms = float(batch.n_atoms[0])
+        n_atoms = float(batch.n_atoms[0]) if self.settings.per_atom_energy else 1.0
+        n_atoms *= self.settings.energy_unit
         pred = self.model(batch.system, compute_forces=False, compute_stress=False, create_graph=True,
                           neighbors=batch.neighbors)
         energy = pred["energy"][0] / n_atoms
@@ -152,7 +163,8 @@ class KalmanEpochs:
                           neighbors=batch.neighbors)
         forces = pred["forces"].reshape(-1)[components]
         reference = batch.forces.reshape(-1)[components].to(torch.float64)
-        w = self.settings.force_weight
+        # errors in energy_unit / length_unit, weighted
+        w = self.settings.force_weight * self.settings.length_unit / self.settings.energy_unit
         columns = [self._gradient(forces[k], retain_graph=k + 1 < forces.shape[0]) for k in range(forces.shape[0])]
         errors = w * (reference - forces.detach().to(torch.float64))
         return errors, w * torch.stack(columns, dim=1)
@@ -211,8 +223,11 @@ class KalmanEpochs:
                 continue
             errors, jacobian = obs
             self.filter.step(errors, jacobian)
-            scale = self.settings.force_weight if kind == "forces" else 1.0
+            scale = 1.0
+            if kind == "forces":
+                scale = self.settings.force_weight * self.settings.length_unit / self.settings.energy_unit
             squares[kind] += (errors / scale).pow(2).tolist()
+        # update errors in the filter's units (energy_unit per atom or structure, energy_unit/length_unit)
         return {f"kalman_{k}_update_rmse": math.sqrt(sum(v) / len(v)) for k, v in squares.items() if v}
 
     # ----------------------------------------------------------------------------- resume
