@@ -119,6 +119,8 @@ class TrainingConfig:
     #: "adam" (mini-batches, ``lr``, ``scheduler``, ``clip_grad_norm``) or "kalman" (n2p2's global
     #: extended Kalman filter, single-structure updates; ``batch_size``, ``lr`` and ``scheduler`` unused)
     optimizer: str = "adam"
+    #: torch threads (None: the cores not busy with other processes, see hybridpot.training.threads)
+    threads: Optional[int] = None
     #: Kalman filter settings (hybridpot.training.kalman_fit.KalmanSettings fields, n2p2 names in its docs)
     kalman: Dict[str, float] = field(default_factory=dict)
 

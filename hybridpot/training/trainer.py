@@ -50,6 +50,7 @@ from .config import TrainingConfig
 from .dataset import AtomsDataset, Batch
 from .losses import LossWeights, MetricAccumulator, compute_loss, dipole_of
 from .preprocessing import fit_descriptor_scaling, fit_energy_offsets
+from .threads import apply_threads
 
 __all__ = ["Trainer", "evaluate_model", "TrainingInterrupted"]
 
@@ -366,6 +367,9 @@ class Trainer:
         With ``resume=True`` and a ``checkpoint.pt`` in the run directory, training
         continues from it (the model passed in must have the same architecture).
         """
+        threads, reason = apply_threads(self.config.threads)
+        if self.progress and self.rank == 0:
+            tqdm.write(f"training on {threads} torch thread(s): {reason}")
         ckpt = None
         if resume:
             if self.directory is None:
