@@ -58,6 +58,9 @@ class KalmanSettings:
         Force components per force update (n2p2: 1).
     charge_fraction : float
         Charge updates per epoch as a fraction of the structures (``charge_fraction``).
+    charge_observations : str
+        "norm" (n2p2: one observation per structure, the norm of its charge errors) or
+        "atoms" (one observation per atomic charge: more information per update).
     per_atom_energy : bool
         Energy observations per atom (default) or of the whole structure (as n2p2).
     energy_unit, length_unit : float
@@ -82,6 +85,7 @@ class KalmanSettings:
     force_weight: float = 10.0
     forces_per_update: int = 1
     charge_fraction: float = 1.0
+    charge_observations: str = "norm"
     per_atom_energy: bool = True
     energy_unit: float = 1.0
     length_unit: float = 1.0
@@ -170,11 +174,15 @@ class KalmanEpochs:
         return errors, w * torch.stack(columns, dim=1)
 
     def charge_observation(self, index: int):
-        """n2p2's charge update: the norm of the charge errors (target 0) and its gradient."""
+        """Charge update: n2p2's norm of the charge errors (target 0) and its gradient, or every charge."""
         batch = self._batch(index)
         graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
         charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
         diff = charges - batch.charges.to(charges.dtype)
+        if self.settings.charge_observations == "atoms":
+            columns = [self._gradient(charges[k], retain_graph=k + 1 < charges.shape[0])
+                       for k in range(charges.shape[0])]
+            return -diff.detach().to(torch.float64), torch.stack(columns, dim=1)
         norm = torch.sqrt((diff * diff).sum())
         if float(norm.detach()) == 0.0:
             return None
