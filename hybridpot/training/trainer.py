@@ -60,6 +60,34 @@ class TrainingInterrupted(RuntimeError):
     """Raised by a callback to stop training (the last checkpoint stays resumable)."""
 
 
+def _numpy_rng_state() -> dict:
+    """numpy's global RNG state as tensors and numbers (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint, read without running code from the file (``weights_only``).
+
+    Checkpoints hold state dicts, optimiser and scheduler states, RNG states (tensors and
+    numbers) and the training config: no pickled objects. Old checkpoints that hold pickled
+    numpy objects are refused with :class:`~hybridpot.serialization.UntrustedFileError`
+    (start the run again, or train from the old run's model with ``model.from_file``).
+    """
+    from ..serialization import ModelFileError, safe_torch_load
+
+    ckpt = safe_torch_load(path, what="training checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "hybridpot-checkpoint":
+        raise ModelFileError(f"{path}: not a hybridpot training checkpoint")
+    return ckpt
+
+
 def _loss_from_metrics(metrics: Dict[str, float], weights: LossWeights) -> float:
     total = 0.0
     for name, w in asdict(weights).items():
@@ -328,8 +356,8 @@ class Trainer:
             "history": list(self.history),
             "generator_state": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            "numpy_rng": _numpy_rng_state(),
+            "python_rng": list(random.getstate()),
             "config": asdict(self.config),
         }
         tmp = path.with_suffix(".pt.tmp")
@@ -372,9 +400,7 @@ class Trainer:
                 raise ValueError("resume needs a run directory")
             path = self.directory / "checkpoint.pt"  # every rank reads it
             if path.exists():
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-                if ckpt.get("format") != "hybridpot-checkpoint":
-                    raise ValueError(f"{path} is not a hybridpot checkpoint")
+                ckpt = load_checkpoint(path)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -394,8 +420,9 @@ class Trainer:
             self.history = list(ckpt["history"])
             self.generator.set_state(ckpt["generator_state"])
             torch.set_rng_state(ckpt["torch_rng"])
-            np.random.set_state(ckpt["numpy_rng"])
-            random.setstate(ckpt["python_rng"])
+            _set_numpy_rng_state(ckpt["numpy_rng"])
+            version, internal, gauss = ckpt["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
             start_stage = ckpt["stage_index"]
             stage_state = ckpt if ckpt.get("optimizer_state") is not None else None
             self._write_log()
