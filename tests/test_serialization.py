@@ -53,7 +53,7 @@ def _tiny_dataset(path: Path) -> Path:
     return path
 
 
-def test_crafted_model_file_refused_by_every_loading_path(tmp_path):
+def test_crafted_model_file_refused_by_every_loading_path(tmp_path, capsys):
     from hybridpot.cli import main
     from hybridpot.training.builder import build_model
     from hybridpot.training.config import ModelConfig
@@ -65,12 +65,13 @@ def test_crafted_model_file_refused_by_every_loading_path(tmp_path):
         hp.load(evil)
     with pytest.raises(UntrustedFileError, match="evil.pt"):
         hp.HybridCalculator(str(evil))
-    assert main(["evaluate", str(evil), str(tmp_path / "data.xyz"), "--output", str(tmp_path / "eval")]) == 2
+    data = _tiny_dataset(tmp_path / "train.xyz")
+    assert main(["evaluate", str(evil), str(data), "--output", str(tmp_path / "eval")]) == 2
+    assert "refused" in capsys.readouterr().err
     with pytest.raises(UntrustedFileError):
         build_model(ModelConfig(from_file=str(evil)), [11, 17], tmp_path)
 
     # --resume: a crafted checkpoint in the run directory
-    data = _tiny_dataset(tmp_path / "train.xyz")
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"format": "hybridpot-checkpoint", "model_state": _WritesFile(target)}, run / "checkpoint.pt")
@@ -80,6 +81,7 @@ def test_crafted_model_file_refused_by_every_loading_path(tmp_path):
         f"training: {{epochs: 1, batch_size: 2}}\noutput: {{directory: {run}, progress: false}}\n"
     )
     assert main(["train", str(config), "--resume"]) == 2
+    assert "checkpoint.pt: refused" in capsys.readouterr().err
     assert not target.exists()
 
 
