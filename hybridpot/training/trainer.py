@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..descriptors import SymmetryFunctions
 from ..model import save
 from ..neighbors import build_graph
+from ..terms import call_charge_model
 from .config import TrainingConfig
 from .dataset import AtomsDataset, Batch
 from .losses import LossWeights, MetricAccumulator, compute_loss, dipole_of
@@ -118,10 +119,9 @@ def _has_parameters(module: Optional[nn.Module]) -> bool:
 @torch.no_grad()
 def _other_energies(model: nn.Module, dataset: AtomsDataset, batch_size: int) -> np.ndarray:
     """Energies of every term but the short range (eV, float64), one per structure."""
-    if model.electrostatics is None and model.dispersion is None:
+    m = _copy_model(model).to(torch.float64).without("short_range")
+    if m is None:  # no energy term besides the short range
         return np.zeros(len(dataset))
-    m = _copy_model(model).to(torch.float64)
-    m.short_range = None
     out = []
     for batch in dataset.batches(batch_size):
         pred = m(batch.system, compute_forces=False, compute_stress=False, neighbors=batch.neighbors)
@@ -225,7 +225,7 @@ class Trainer:
         self.charge_weights = LossWeights.from_dict({"energy": 0.0, "forces": 0.0, **self.config.charge_weights})
         self.stages: List[str] = []
         has_charge_refs = train.has("charges") or train.has("dipole")
-        if _has_parameters(model.charges) and has_charge_refs and self.config.charge_epochs > 0:
+        if _has_parameters(model.charge_model) and has_charge_refs and self.config.charge_epochs > 0:
             self.stages.append("charges")
         if self.config.epochs > 0:
             self.stages.append("energy")
@@ -247,9 +247,10 @@ class Trainer:
         return out
 
     def _stage_parameters(self, stage: str) -> List[nn.Parameter]:
-        charge_params = {id(p) for p in self.model.charges.parameters()} if self.model.charges is not None else set()
+        charge_model = self.model.charge_model
+        charge_params = {id(p) for p in charge_model.parameters()} if charge_model is not None else set()
         if stage == "charges":
-            return list(self.model.charges.parameters())
+            return list(charge_model.parameters())
         return [p for p in self.model.parameters() if id(p) not in charge_params]
 
     def _set_trainable(self, stage: str) -> None:
@@ -279,7 +280,7 @@ class Trainer:
         if stage == "charges":
             with torch.set_grad_enabled(training):
                 graph = build_graph(system, batch.neighbors, cutoff=self.model.cutoff)
-                q, _ = self.model.charges(system, graph)
+                q, _ = call_charge_model(self.model.charge_model, system, graph, None)
                 return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
