@@ -13,6 +13,7 @@ from .descriptors import SymmetryFunction, SymmetryFunctions
 from .dispersion import Dispersion
 from .electrostatics import Electrostatics
 from .model import HybridPotential, load, save
+from .serialization import ModelFileError, UntrustedFileError
 from .neighbors import NeighborList, build_graph, compute_neighbors
 from .qeq import ChargeEquilibration, FixedCharges, QEqConvergenceError
 from .short_range import ShortRange
@@ -40,6 +41,8 @@ __all__ = [
     "HybridCalculator",
     "save",
     "load",
+    "ModelFileError",
+    "UntrustedFileError",
     "read_structures",
     "read_extxyz",
     "write_extxyz",

@@ -129,8 +129,19 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     d, t = cfg.data, cfg.training
     if not d.train:
-        raise ValueError(f"{args.config}: data.train is required")
+        raise ValueError(f"{args.config}: data.train is required (a file of reference structures)")
+    for key in ("train", "validation", "test"):
+        value = getattr(d, key)
+        if value and not cfg.resolve(value).is_file():
+            raise FileNotFoundError(f"{args.config}: data.{key} = {value!r}: no such file ({cfg.resolve(value)}; "
+                                    "relative paths are relative to the config file)")
+    if cfg.model.from_file and not cfg.resolve(cfg.model.from_file).is_file():
+        raise FileNotFoundError(f"{args.config}: model.from_file = {cfg.model.from_file!r}: no such file "
+                                f"({cfg.resolve(cfg.model.from_file)})")
     run_dir = Path(args.output) if args.output else cfg.resolve(cfg.output.directory)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run directory {run_dir} exists and is not a directory: choose another output.directory "
+                         "or --output")
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.resume and not (run_dir / "checkpoint.pt").exists():
         raise FileNotFoundError(f"{run_dir / 'checkpoint.pt'}: nothing to resume")
@@ -210,11 +221,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: no such model file")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out}: exists and is not a directory (metrics.json and the parity plots are "
+                         "written into a directory): give a directory name")
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"{args.data}: no such data file")
     model = load(model_path)
     ds = AtomsDataset.from_file(args.data, model.cutoff, format=args.format, keys=_parse_keys(args.keys), units=args.units)
     acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True)
     _print_metrics(f"{args.data}: {len(ds)} structures, {ds.n_atoms} atoms (float64)", acc)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(acc.compute(), indent=1))
     if not args.no_plots:

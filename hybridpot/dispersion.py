@@ -125,6 +125,14 @@ class Dispersion(nn.Module):
         Per-element overrides ``{element: value}`` in eV Å^6 and Å (required for Z > 54).
     """
 
+    # energy-term traits (hybridpot.terms): a pair sum within the cutoff; the periodic tail
+    # correction is a volume term (stress, no forces), left out by the export for MD engines
+    provides_charges = False
+    needs_charges = False
+    takes_charges = False
+    uses_widths = False
+    is_local = True
+
     def __init__(
         self,
         elements: Iterable[int | str],

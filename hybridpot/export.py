@@ -40,6 +40,7 @@ from torch import nn
 
 from .neighbors import Graph, compute_neighbors
 from .system import AtomicSystem
+from .terms import call_energy_term
 
 __all__ = ["LocalEnergy", "Electronegativity", "pair_inputs", "export_torchscript"]
 
@@ -70,28 +71,33 @@ def _system(positions, numbers, cell) -> AtomicSystem:
 
 
 class LocalEnergy(nn.Module):
-    """Per-atom short-range (+ dispersion, without tail) energies of a model, tensor-only signature."""
+    """Per-atom energies of a model's local terms (:func:`hybridpot.terms.term_traits`
+    ``is_local``: the short range, dispersion without its tail, ...), tensor-only signature."""
 
     def __init__(self, model):
         super().__init__()
-        if model.short_range is None and model.dispersion is None:
-            raise ValueError("the model has neither a short-range nor a dispersion term to export")
-        self.short_range, self.dispersion = model.short_range, model.dispersion
-        self.use_charges = bool(getattr(model.short_range, "use_charges", False))
-        self.cutoffs = [float(t.cutoff) for t in (self.short_range, self.dispersion) if t is not None]
-        if self.short_range is not None and hasattr(self.short_range, "descriptor"):
-            self.cutoffs.append(float(self.short_range.descriptor.cutoff))
+        traits = model.term_traits()
+        names = [n for n, tr in traits.items() if tr.is_local and not tr.provides_charges]
+        if not names:
+            raise ValueError("the model has no local energy term to export (short range, dispersion, ...)")
+        self.term_names = names
+        self.terms = nn.ModuleDict({n: model.terms()[n] for n in names})
+        self.traits = {n: traits[n] for n in names}
+        self.cutoffs = [float(t.cutoff) for t in self.terms.values()]
+        for term in self.terms.values():
+            if hasattr(term, "descriptor"):
+                self.cutoffs.append(float(term.descriptor.cutoff))
         self.cutoff = max(self.cutoffs)
         self.register_buffer("interaction_range", torch.tensor(self.cutoff, dtype=torch.float64))
 
     def forward(self, positions, numbers, cell, i, j, shifts, charges):
         graph = _graph(positions, cell, i, j, shifts, self.cutoffs)
-        system = _system(positions, numbers, cell)
+        system = _system(positions, numbers, cell)  # pbc unset: no dispersion tail correction
         energies = torch.zeros_like(positions[:, 0])
-        if self.short_range is not None:
-            energies = energies + self.short_range(system, graph, charges if self.use_charges else None)
-        if self.dispersion is not None:
-            energies = energies + self.dispersion(system, graph)  # pbc unset: no tail correction
+        for name in self.term_names:
+            traits = self.traits[name]
+            term_charges = charges if (traits.needs_charges or traits.takes_charges) else None
+            energies = energies + call_energy_term(self.terms[name], traits, system, graph, term_charges, None)
         return energies
 
 

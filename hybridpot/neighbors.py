@@ -53,6 +53,9 @@ def compute_neighbors(system: AtomicSystem, cutoff: float) -> NeighborList:
     """
     if cutoff <= 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
+    # non-finite coordinates, singular or nearly flat cells: a clear error instead of a
+    # RuntimeError from vesin or a search over billions of images
+    system.validate(cutoff=float(cutoff))
     calculator = _VesinNeighborList(cutoff=float(cutoff), full_list=True)
     device = system.device
     pos_all = system.positions.detach()

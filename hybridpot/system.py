@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Iterable, Optional, Sequence
 
+import math
+
 import numpy as np
 import torch
 
-__all__ = ["AtomicSystem"]
+__all__ = ["AtomicSystem", "MIN_CELL_HEIGHT", "MAX_PERIODIC_IMAGES"]
+
+#: smallest distance (Å) between opposite faces of a periodic cell (closer periodic images
+#: of an atom than this are overlapping atoms)
+MIN_CELL_HEIGHT = 0.1
+#: most periodic cell images a neighbour search may need (a 1 Å cell at a 10 Å cutoff needs
+#: 21^3 = 9261); beyond, the search would take minutes to hours
+MAX_PERIODIC_IMAGES = 1e6
 
 
 @dataclass
@@ -210,11 +219,16 @@ class AtomicSystem:
             )
         return out
 
-    def validate(self, known_numbers: Optional[Iterable[int]] = None) -> None:
-        """Raise ``ValueError`` for input that would give NaN or silent nonsense.
+    def validate(self, known_numbers: Optional[Iterable[int]] = None, cutoff: Optional[float] = None) -> None:
+        """Raise ``ValueError`` for input that would give NaN, silent nonsense or a hang.
 
         Checks finite positions, atomic numbers the model knows, and non-degenerate
-        cells in periodic directions. (Close contacts are checked on the neighbour list.)
+        cells in periodic directions: each periodic direction's cell height (the distance
+        between opposite faces) must be at least :data:`MIN_CELL_HEIGHT`, and with a
+        ``cutoff`` (Å) the neighbour search must need at most :data:`MAX_PERIODIC_IMAGES`
+        cell images (a nearly flat or nearly coplanar cell would otherwise make the
+        neighbour list enumerate billions of images). Close contacts are checked on the
+        neighbour list.
         """
         finite = torch.isfinite(self.positions).all(dim=1)
         if not bool(finite.all()):
@@ -242,8 +256,30 @@ class AtomicSystem:
             if bool((lengths[pbc] < 1e-6).any()) or float(volume) < 1e-6 * float(lengths.prod().clamp_min(1e-300)):
                 raise ValueError(
                     f"structure {s}: degenerate cell (lattice vectors {cell.tolist()}, volume {float(volume):.3g} Å^3) "
-                    "with periodic boundary conditions"
+                    "with periodic boundary conditions: give three independent lattice vectors, or set pbc=False "
+                    "in the directions without periodicity"
                 )
+            # height of the cell along each lattice direction: V / |a_j x a_k|
+            cross = torch.stack([torch.linalg.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]) for k in range(3)])
+            heights = float(volume) / cross.norm(dim=1).clamp_min(1e-300)
+            for k in range(3):
+                if bool(pbc[k]) and float(heights[k]) < MIN_CELL_HEIGHT:
+                    raise ValueError(
+                        f"structure {s}: the cell is {float(heights[k]):.3g} Å thin along lattice vector {k} "
+                        f"(lattice vectors {cell.tolist()}): nearly flat or coplanar; a periodic cell must be at least "
+                        f"{MIN_CELL_HEIGHT} Å across in every periodic direction"
+                    )
+            if cutoff is not None:
+                images = 1.0
+                for k in range(3):
+                    if bool(pbc[k]):
+                        images *= 2.0 * math.ceil(cutoff / float(heights[k])) + 1.0
+                if images > MAX_PERIODIC_IMAGES:
+                    raise ValueError(
+                        f"structure {s}: the cell (heights {[round(float(h), 4) for h in heights]} Å) is so thin that a "
+                        f"{cutoff:g} Å neighbour search needs {images:.3g} periodic images (limit "
+                        f"{MAX_PERIODIC_IMAGES:.0e}); check the cell, or use a supercell"
+                    )
 
 
 def _fragment_arrays(fragments, fragment_charges, n_atoms: int):

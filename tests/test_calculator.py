@@ -15,6 +15,7 @@ from torch import nn
 
 import hybridpot as hp
 from hybridpot.cutoff import cutoff_function
+from conftest import make_short_range_model
 
 
 class ShortWithRepulsion(nn.Module):
@@ -261,9 +262,13 @@ def test_float32_device_options_and_model_file(tmp_path):
     ref = model_out(model, atoms)
     assert e32 == pytest.approx(float(ref["energy"][0]), rel=1e-5, abs=1e-5)
     np.testing.assert_allclose(f32, ref["forces"].numpy(), atol=1e-4)
-    hp.save(model, tmp_path / "m.pt")
+    # model files hold the library's own terms (the toy terms above cannot be saved)
+    standard = make_short_range_model(("Na", "Cl"))
+    hp.save(standard, tmp_path / "m.pt")
     atoms.calc = hp.HybridCalculator.from_file(tmp_path / "m.pt")
-    assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"][0]), rel=1e-13)
+    assert atoms.get_potential_energy() == float(model_out(standard, atoms)["energy"][0])
+    atoms.calc = hp.HybridCalculator(str(tmp_path / "m.pt"))
+    assert atoms.get_potential_energy() == float(model_out(standard, atoms)["energy"][0])
     with pytest.raises(ValueError):
         hp.HybridCalculator(model, dtype="float16")
     with pytest.raises(ValueError):
@@ -338,3 +343,122 @@ def test_isotropic_mtk_npt_conserves_its_extended_energy():
     assert volume_range > 0.05  # the barostat acts
     assert error_half < 1e-5
     assert 3.0 < error_1fs / error_half < 5.0
+
+
+# ---------------------------------------------------------------------------- state between calls
+def _na2cl():
+    from hybridpot.data import load_nacl_clusters
+
+    atoms = next(a for a in load_nacl_clusters() if a.get_chemical_formula() == "ClNa2")
+    atoms = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions)  # no stored results
+    atoms.info["charge"] = 0
+    return atoms
+
+
+def _results(calc, atoms):
+    atoms.calc = calc
+    return atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_charges().copy()
+
+
+def _assert_same_results(a, b):
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from hybridpot.data import molten_nacl_model_path
+
+    return hp.load(molten_nacl_model_path())
+
+
+def test_total_charge_change_recomputes_like_a_fresh_calculator(shipped_model):
+    atoms = _na2cl()
+    calc = hp.HybridCalculator(shipped_model)
+    neutral = _results(calc, atoms)
+    atoms.info["charge"] = 1
+    cation = _results(calc, atoms)
+    fresh = _results(hp.HybridCalculator(shipped_model), atoms.copy())
+    _assert_same_results(cation, fresh)
+    assert cation[2].sum() == pytest.approx(1.0, abs=1e-10)
+    assert neutral[2].sum() == pytest.approx(0.0, abs=1e-10)
+    assert abs(cation[0] - neutral[0]) > 1.0  # the charge state matters (eV)
+    atoms.info["charge"] = 0  # and back
+    _assert_same_results(_results(calc, atoms), neutral)
+
+
+def test_fragment_change_recomputes_like_a_fresh_calculator(shipped_model):
+    atoms = _na2cl()
+    atoms.info["charge"] = 1
+    calc = hp.HybridCalculator(shipped_model)
+    whole = _results(calc, atoms)
+    atoms.info["fragments"] = [[0, 1], [2]]
+    atoms.info["fragment_charges"] = [1.0, 0.0]
+    first = _results(calc, atoms)
+    _assert_same_results(first, _results(hp.HybridCalculator(shipped_model), atoms.copy()))
+    assert first[0] != whole[0]
+    atoms.info["fragment_charges"] = [0.0, 1.0]
+    second = _results(calc, atoms)
+    _assert_same_results(second, _results(hp.HybridCalculator(shipped_model), atoms.copy()))
+    assert second[2][2] == pytest.approx(1.0, abs=1e-10) and second[0] != first[0]
+
+
+def test_initial_charge_change_recomputes_like_a_fresh_calculator():
+    standard = make_short_range_model(("Na", "Cl"))
+    model = hp.HybridPotential(short_range=standard.short_range, charges=hp.FixedCharges(sigma=0.8),
+                               electrostatics=hp.Electrostatics())
+    atoms = _na2cl()
+    atoms.set_initial_charges([0.5, 0.5, -1.0])
+    calc = hp.HybridCalculator(model)
+    before = _results(calc, atoms)
+    atoms.set_initial_charges([0.8, 0.8, -0.6])
+    after = _results(calc, atoms)
+    _assert_same_results(after, _results(hp.HybridCalculator(model), atoms.copy()))
+    assert after[0] != before[0]
+    np.testing.assert_array_equal(after[2], [0.8, 0.8, -0.6])
+
+
+def test_ase_conventions(tmp_path):
+    standard = make_short_range_model(("Na", "Cl"))
+    path = tmp_path / "m.pt"
+    hp.save(standard, path)
+    calc = hp.HybridCalculator(str(path), skin=0.3, dtype="float64")
+    assert calc.todict() == {"model": str(path), "device": "cpu", "dtype": "float64", "skin": 0.3}
+    assert hp.HybridCalculator(standard, fragments=[[0, 1], [2]]).todict()["fragments"] == [[0, 1], [2]]
+    atoms = _na2cl()
+    atoms.calc = calc
+    with pytest.raises(PropertyNotImplementedError, match="stresses"):
+        calc.calculate(atoms, ["stresses"])
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stresses()
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()  # finite structure: no stress
+    assert atoms.get_potential_energies().shape == (3,)
+    from ase.calculators.calculator import CalculatorSetupError
+
+    with pytest.raises(CalculatorSetupError, match="dtype"):
+        hp.HybridCalculator(standard, dtype="float16")
+    with pytest.raises(CalculatorSetupError, match="skin"):
+        hp.HybridCalculator(standard, skin=-1.0)
+
+
+def test_calculators_sharing_a_model_keep_their_own_warm_starts():
+    from ase.calculators.calculator import CalculationFailed
+
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=3)
+    qeq = hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(4,), solver="matrix_free", accuracy=1e-4,
+                                 real_space_cutoff=6.0, sigma=0.8)
+    model = hp.HybridPotential(charges=qeq, electrostatics=hp.Electrostatics(accuracy=1e-4, real_space_cutoff=6.0)).double()
+    a1, a2 = nacl_crystal(seed=1), nacl_crystal(seed=2)
+    c1, c2 = hp.HybridCalculator(model), hp.HybridCalculator(model)
+    a1.calc, a2.calc = c1, c2
+    a1.get_potential_energy(), a2.get_potential_energy()
+    assert c1._term_state and c2._term_state
+    assert c1._term_state["charges"] is not c2._term_state["charges"]
+    assert not qeq._warm_cache  # the model keeps no per-structure state of the calculators
+    qeq.cg_maxiter = 1  # a solve that cannot converge: ASE's CalculationFailed
+    a3 = nacl_crystal(seed=3)
+    a3.calc = hp.HybridCalculator(model)
+    with pytest.raises(CalculationFailed, match="charge equilibration failed"):
+        a3.get_potential_energy()

@@ -128,6 +128,20 @@ def test_errors_give_exit_status_2(tmp_path, capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
+def test_evaluate_output_that_is_a_file(tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    from conftest import make_short_range_model
+
+    hp.save(make_short_range_model(("H", "He"), r_cut=3.0), model)
+    _data(tmp_path / "d.xyz", n=2)
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    assert main(["evaluate", str(model), str(tmp_path / "d.xyz"), "--output", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a directory" in err and "Traceback" not in err
+    assert existing.read_text() == "keep me"
+
+
 def test_console_script_and_subcommand_registry():
     assert {"train", "evaluate"} <= set(COMMANDS)
     res = subprocess.run([sys.executable, "-m", "hybridpot.cli", "--help"], capture_output=True, text=True, timeout=120)

@@ -147,3 +147,21 @@ def test_read_structures_dispatch(tmp_path):
     assert len(read_structures(p)) == 2
     with pytest.raises(ValueError, match="unknown unit system"):
         read_input_data(p, units="furlongs")
+
+
+def test_binary_file_is_a_clear_error(tmp_path):
+    import numpy as np
+
+    from hybridpot.io.input_data import InputDataError, read_input_data
+
+    path = tmp_path / "input.data"
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with pytest.raises(InputDataError, match="input.data, line 1: not a text file"):
+        read_input_data(path)
+    # a model file given as data
+    import hybridpot as hp
+    from conftest import make_short_range_model
+
+    hp.save(make_short_range_model(), tmp_path / "model.pt")
+    with pytest.raises(InputDataError, match="not a text file"):
+        hp.read_structures(tmp_path / "model.pt", format="input.data")

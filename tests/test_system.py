@@ -58,3 +58,59 @@ def test_fragments():
 def test_to_dtype_keeps_integers():
     s = hp.AtomicSystem.from_ase(random_periodic(4)).to(dtype=torch.float32)
     assert s.positions.dtype == torch.float32 and s.numbers.dtype == torch.long and s.pbc.dtype == torch.bool
+
+
+# ---------------------------------------------------------------------------- bad cells and coordinates
+import pytest as _pytest  # noqa: E402
+
+from conftest import make_short_range_model as _make_model  # noqa: E402
+
+
+def _atoms_in(cell):
+    from ase import Atoms
+
+    return Atoms("NaCl", positions=[[0.1, 0.2, 0.0], [2.5, 2.4, 0.0]], cell=cell, pbc=True)
+
+
+@_pytest.mark.parametrize("cell,match", [
+    ([[5, 0, 0], [0, 5, 0], [0, 0, 1e-9]], "degenerate cell"),        # one lattice vector 1e-9 Å long
+    ([[5, 0, 0], [0, 5, 0], [5, 5, 1e-7]], "degenerate cell"),        # three nearly coplanar vectors
+    ([[5, 0, 0], [0, 5, 0], [5, 5, 0.05]], "0.05 Å thin along lattice vector"),
+    ([[5, 0, 0], [0, 5, 0], [5, 5, 0]], "degenerate cell"),           # exactly singular
+])
+def test_degenerate_cells_raise_clear_errors_quickly(cell, match):
+    import hybridpot as hp
+
+    model = _make_model(("Na", "Cl"))
+    atoms = _atoms_in(cell)
+    with _pytest.raises(ValueError, match=match):
+        model(hp.AtomicSystem.from_ase(atoms))
+    atoms.calc = hp.HybridCalculator(model)
+    with _pytest.raises(ValueError, match=match):
+        atoms.get_potential_energy()
+    with _pytest.raises(ValueError, match=match):
+        hp.compute_neighbors(hp.AtomicSystem.from_ase(atoms), 6.0)
+
+
+def test_cell_needing_too_many_images():
+    import hybridpot as hp
+
+    atoms = _atoms_in([[0.11, 0, 0], [0, 0.11, 0], [0, 0, 0.11]])
+    atoms.positions = [[0.0, 0.0, 0.0], [0.05, 0.05, 0.05]]
+    with _pytest.raises(ValueError, match=r"needs 1.08e\+07 periodic images"):
+        hp.compute_neighbors(hp.AtomicSystem.from_ase(atoms), 12.0)
+
+
+def test_non_finite_coordinates_through_the_calculator():
+    import numpy as np
+
+    import hybridpot as hp
+
+    model = _make_model(("Na", "Cl"))
+    for pbc in (True, False):
+        atoms = _atoms_in([[5, 0, 0], [0, 5, 0], [0, 0, 5]])
+        atoms.pbc = pbc
+        atoms.positions[1, 2] = np.inf
+        atoms.calc = hp.HybridCalculator(model)
+        with _pytest.raises(ValueError, match=r"non-finite coordinates for atom\(s\) \[1\]"):
+            atoms.get_forces()

@@ -68,6 +68,21 @@ def _floats(words: Sequence[str], path, lineno: int, what: str) -> List[float]:
     return out
 
 
+def _text_lines(fh, path):
+    """The file's lines; a binary (not UTF-8) file is an :class:`InputDataError` naming the line."""
+    lineno = 0
+    while True:
+        try:
+            raw = fh.readline()
+        except UnicodeDecodeError as err:
+            raise InputDataError(path, lineno + 1, f"not a text file (byte 0x{err.object[err.start]:02x} is not UTF-8 "
+                                 "text); input.data files are plain text") from None
+        if not raw:
+            return
+        lineno += 1
+        yield raw
+
+
 def read_input_data(path: str | Path, units: str = "angstrom_ev") -> List[Atoms]:
     """Read all structures of an n2p2/RuNNer ``input.data`` file.
 
@@ -93,8 +108,9 @@ def read_input_data(path: str | Path, units: str = "angstrom_ev") -> List[Atoms]
     current = None
     begin_line = 0
     lineno = 0
-    with open(path, "r") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with open(path, "r", encoding="utf-8") as fh:
+        lines = _text_lines(fh, path)
+        for lineno, raw in enumerate(lines, start=1):
             words = raw.split("#")[0].split()
             if not words:
                 continue

@@ -46,21 +46,22 @@ def build_model(cfg: ModelConfig, elements: Sequence[int], base_dir: str | Path 
         descriptor = SymmetryFunctions.default(zs, r_cut=cfg.cutoff, n_radial=cfg.n_radial,
                                                angular_etas=tuple(cfg.angular_etas), zetas=tuple(cfg.zetas))
     kind = cfg.kind.upper()
-    charges = electrostatics = dispersion = None
+    terms = {}  # name -> term, in the order the model evaluates them (charge model first)
     if kind == "4G":
         try:
             from ..electrostatics import Electrostatics
             from ..qeq import ChargeEquilibration
         except ImportError as err:  # pragma: no cover - depends on the installed version
             raise ValueError(f"a 4G model needs hybridpot.qeq and hybridpot.electrostatics: {err}") from err
-        charges = ChargeEquilibration(zs, descriptor, hidden=tuple(cfg.charge_hidden), **cfg.charge_options)
-        electrostatics = Electrostatics(**cfg.electrostatics)
+        terms["charges"] = ChargeEquilibration(zs, descriptor, hidden=tuple(cfg.charge_hidden), **cfg.charge_options)
     elif kind != "2G":
         raise ValueError(f"model kind must be '2G' or '4G', got {cfg.kind!r}")
-    short = ShortRange(zs, descriptor, hidden=tuple(cfg.hidden), activation=cfg.activation, use_charges=kind == "4G")
+    terms["short_range"] = ShortRange(zs, descriptor, hidden=tuple(cfg.hidden), activation=cfg.activation,
+                                      use_charges=kind == "4G")
+    if kind == "4G":
+        terms["electrostatics"] = Electrostatics(**cfg.electrostatics)
     if cfg.dispersion is not None:
         from ..dispersion import Dispersion
 
-        dispersion = Dispersion(zs, **cfg.dispersion)
-    model = HybridPotential(short_range=short, charges=charges, electrostatics=electrostatics, dispersion=dispersion)
-    return model.to(torch.float64)
+        terms["dispersion"] = Dispersion(zs, **cfg.dispersion)
+    return HybridPotential(terms=terms).to(torch.float64)

@@ -1,18 +1,47 @@
 """Training configuration: dataclasses with documented defaults, read from YAML.
 
-See ``examples/train_config.yaml`` for a complete, commented file. Unknown keys are
-errors (a typo must not silently fall back to a default).
+See ``examples/train_config.yaml`` for a complete, commented file. The whole file is
+validated before any data are read: unknown keys are errors (a typo must not silently fall
+back to a default), every value is checked against its field's type (``lr: 1e-3``, which
+YAML 1.1 reads as a string, is a number here) and range, and the keyword arguments given to
+the model's terms (``charge_options``, ``electrostatics``, ``dispersion``) are checked
+against the terms' constructors. Every error is one line, a :class:`ConfigError` (a
+``ValueError``) naming the file, the key, the value and what was expected.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
 
-__all__ = ["DataConfig", "ModelConfig", "SchedulerConfig", "TrainingConfig", "OutputConfig", "Config", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "SchedulerConfig", "TrainingConfig", "OutputConfig", "Config", "ConfigError",
+           "load_config", "YamlLoader"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value: the message names file, key, value and the expected type."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` and ``5E+2`` are numbers, not strings
+    (YAML 1.1, which PyYAML implements, needs a dot: ``1.0e-3``)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 @dataclass
@@ -156,53 +185,194 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Optional[dict], base_dir: str = ".") -> "Config":
-        cfg = _build(cls, dict(d or {}), "config")
+        cfg = _build(cls, dict(d or {}), "")
         cfg.base_dir = str(base_dir)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.model.kind.upper() not in ("2G", "4G"):
-            raise ValueError(f"model.kind must be '2G' or '4G', got {self.model.kind!r}")
-        if self.training.dtype not in ("float32", "float64"):
-            raise ValueError(f"training.dtype must be 'float32' or 'float64', got {self.training.dtype!r}")
-        if self.training.scheduler.kind not in ("plateau", "exponential", "cosine", "none"):
-            raise ValueError(f"training.scheduler.kind: unknown {self.training.scheduler.kind!r}")
-        if self.training.batch_size < 1:
-            raise ValueError("training.batch_size must be >= 1")
+        """Value checks beyond the types (ranges, choices, keyword names); :class:`ConfigError`."""
+        d, m, t = self.data, self.model, self.training
+        _require(d.format in (None, "extxyz", "input.data"), "data.format", d.format, "extxyz, input.data or null")
+        _require(d.units in ("angstrom_ev", "bohr_hartree"), "data.units", d.units, "angstrom_ev or bohr_hartree")
+        _require(len(d.split) in (2, 3) and all(0 <= x <= 1 for x in d.split) and abs(sum(d.split) - 1) < 1e-9,
+                 "data.split", d.split, "2 or 3 fractions in [0, 1] adding up to 1")
+        _require(m.kind.upper() in ("2G", "4G"), "model.kind", m.kind, "'2G' or '4G'")
+        _require(m.cutoff > 0, "model.cutoff", m.cutoff, "a positive number (Å)")
+        _require(m.n_radial >= 1, "model.n_radial", m.n_radial, "an integer >= 1")
+        _require(all(h >= 1 for h in m.hidden), "model.hidden", m.hidden, "a list of layer sizes >= 1")
+        _require(all(h >= 1 for h in m.charge_hidden), "model.charge_hidden", m.charge_hidden,
+                 "a list of layer sizes >= 1")
+        _require(m.scaling in ("none", "scale", "center", "scalecenter", "sigma"), "model.scaling", m.scaling,
+                 "none, scale, center, scalecenter or sigma")
+        _require(len(m.scaling_range) == 2 and m.scaling_range[0] < m.scaling_range[1], "model.scaling_range",
+                 m.scaling_range, "[min, max] with min < max")
+        from ..atomic_nets import make_activation
+
+        try:
+            make_activation(m.activation)
+        except ValueError as err:
+            raise ConfigError(f"model.activation = {m.activation!r}: {err}") from None
+        _check_keywords("model.charge_options", m.charge_options, "hybridpot.qeq.ChargeEquilibration")
+        _check_keywords("model.electrostatics", m.electrostatics, "hybridpot.electrostatics.Electrostatics")
+        _check_keywords("model.dispersion", m.dispersion, "hybridpot.dispersion.Dispersion")
+        _require(t.dtype in ("float32", "float64"), "training.dtype", t.dtype, "'float32' or 'float64'")
+        _require(t.scheduler.kind in ("plateau", "exponential", "cosine", "none"), "training.scheduler.kind",
+                 t.scheduler.kind, "plateau, exponential, cosine or none")
+        _require(t.batch_size >= 1, "training.batch_size", t.batch_size, "an integer >= 1")
+        for key in ("epochs", "charge_epochs", "early_stopping_patience", "checkpoint_every"):
+            _require(getattr(t, key) >= 0, f"training.{key}", getattr(t, key), "an integer >= 0")
+        for key in ("lr", "charge_lr"):
+            _require(getattr(t, key) > 0, f"training.{key}", getattr(t, key), "a positive number")
+        _require(t.clip_grad_norm >= 0, "training.clip_grad_norm", t.clip_grad_norm, "a number >= 0 (0: no clipping)")
+        from .losses import QUANTITIES
+
+        for key in ("weights", "charge_weights"):
+            for name, w in getattr(t, key).items():
+                _require(name in QUANTITIES, f"training.{key}.{name}", w, f"a loss name among {list(QUANTITIES)}")
+                _require(w >= 0, f"training.{key}.{name}", w, "a number >= 0")
+
+
+_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if tp is Any:
+        return "any value"
+    if origin is typing.Union and type(None) in args:
+        inner = [a for a in args if a is not type(None)][0]
+        return f"{_type_name(inner)} or null"
+    if origin in (list, List):
+        return f"a list of {_type_name(args[0]).replace('a ', '').replace('an ', '')}s" if args else "a list"
+    if origin in (dict, Dict):
+        return f"a mapping of names to {_type_name(args[1]).replace('a ', '').replace('an ', '')}s" if args else "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(value, tp, key: str):
+    """``value`` converted to the field type ``tp`` (numbers in strings to float), or ConfigError."""
+
+    def fail():
+        shown = repr(value) if not isinstance(value, str) else f"{value!r} (a string)"
+        raise ConfigError(f"{key} = {shown}: expected {_type_name(tp)}")
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        return _check(value, [a for a in args if a is not type(None)][0], key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)  # e.g. a YAML 1.1 "1e-3" from another loader
+        fail()
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        return [_check(v, args[0], f"{key}[{k}]") for k, v in enumerate(value)] if args else list(value)
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            fail()
+        if not args:
+            return dict(value)
+        return {_check(k, args[0], f"{key} (key)"): _check(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    return value
 
 
 def _build(cls, d: dict, where: str):
     known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = set(d) - set(known)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(k for k in known if k != 'base_dir')}")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(k for k in known if k != 'base_dir')}")
     kwargs = {}
     for name, value in d.items():
         f = known[name]
+        key = f"{where}.{name}" if where else name
         default = f.default_factory() if f.default_factory is not field().default_factory else f.default  # type: ignore[misc]
-        if is_dataclass(default) and isinstance(value, dict):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif is_dataclass(default):
-            raise ValueError(f"{where}.{name} must be a mapping")
+        if is_dataclass(default):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} = {value!r}: expected a mapping of {type(default).__name__} keys")
+            kwargs[name] = _build(type(default), value, key)
         else:
-            kwargs[name] = value
+            kwargs[name] = _check(value, hints[name], key)
     return cls(**kwargs)
 
 
+def _require(condition: bool, key: str, value, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
+def _check_keywords(key: str, options: Optional[dict], target: str) -> None:
+    """Keyword arguments for a term's constructor: every name must be a parameter of it."""
+    if not options:
+        return
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    params = inspect.signature(cls.__init__).parameters
+    fixed = {"self", "elements", "descriptor", "hidden"}
+    allowed = sorted(p for p in params if p not in fixed and params[p].kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                                                    inspect.Parameter.VAR_POSITIONAL))
+    for option in options:
+        if option not in allowed:
+            raise ConfigError(f"{key}.{option}: not an option of {name}; known: {allowed}")
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config file; relative paths in it are relative to the file."""
+    """Read and validate a YAML config file; relative paths in it are relative to the file.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`ConfigError` (one line,
+    starting with the file name) for anything invalid in it. No data are read.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such config file")
-    with open(path) as fh:
-        try:
-            d = yaml.safe_load(fh)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: invalid YAML: {err}") from err
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
+    try:
+        d = yaml.load(text, Loader=YamlLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     if d is not None and not isinstance(d, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping (data:, model:, training:, output:)")
     try:
         return Config.from_dict(d, base_dir=str(path.resolve().parent))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise ConfigError(f"{path}: {' '.join(str(err).split())}") from None

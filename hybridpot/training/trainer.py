@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..descriptors import SymmetryFunctions
 from ..model import save
 from ..neighbors import build_graph
+from ..terms import call_charge_model
 from .config import TrainingConfig
 from .dataset import AtomsDataset, Batch
 from .losses import LossWeights, MetricAccumulator, compute_loss, dipole_of
@@ -59,6 +60,34 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 class TrainingInterrupted(RuntimeError):
     """Raised by a callback to stop training (the last checkpoint stays resumable)."""
+
+
+def _numpy_rng_state() -> dict:
+    """numpy's global RNG state as tensors and numbers (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint, read without running code from the file (``weights_only``).
+
+    Checkpoints hold state dicts, optimiser and scheduler states, RNG states (tensors and
+    numbers) and the training config: no pickled objects. Old checkpoints that hold pickled
+    numpy objects are refused with :class:`~hybridpot.serialization.UntrustedFileError`
+    (start the run again, or train from the old run's model with ``model.from_file``).
+    """
+    from ..serialization import ModelFileError, safe_torch_load
+
+    ckpt = safe_torch_load(path, what="training checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "hybridpot-checkpoint":
+        raise ModelFileError(f"{path}: not a hybridpot training checkpoint")
+    return ckpt
 
 
 def _loss_from_metrics(metrics: Dict[str, float], weights: LossWeights) -> float:
@@ -91,10 +120,9 @@ def _has_parameters(module: Optional[nn.Module]) -> bool:
 @torch.no_grad()
 def _other_energies(model: nn.Module, dataset: AtomsDataset, batch_size: int) -> np.ndarray:
     """Energies of every term but the short range (eV, float64), one per structure."""
-    if model.electrostatics is None and model.dispersion is None:
+    m = _copy_model(model).to(torch.float64).without("short_range")
+    if m is None:  # no energy term besides the short range
         return np.zeros(len(dataset))
-    m = _copy_model(model).to(torch.float64)
-    m.short_range = None
     out = []
     for batch in dataset.batches(batch_size):
         pred = m(batch.system, compute_forces=False, compute_stress=False, neighbors=batch.neighbors)
@@ -198,7 +226,7 @@ class Trainer:
         self.charge_weights = LossWeights.from_dict({"energy": 0.0, "forces": 0.0, **self.config.charge_weights})
         self.stages: List[str] = []
         has_charge_refs = train.has("charges") or train.has("dipole")
-        if _has_parameters(model.charges) and has_charge_refs and self.config.charge_epochs > 0:
+        if _has_parameters(model.charge_model) and has_charge_refs and self.config.charge_epochs > 0:
             self.stages.append("charges")
         if self.config.epochs > 0:
             self.stages.append("energy")
@@ -220,9 +248,10 @@ class Trainer:
         return out
 
     def _stage_parameters(self, stage: str) -> List[nn.Parameter]:
-        charge_params = {id(p) for p in self.model.charges.parameters()} if self.model.charges is not None else set()
+        charge_model = self.model.charge_model
+        charge_params = {id(p) for p in charge_model.parameters()} if charge_model is not None else set()
         if stage == "charges":
-            return list(self.model.charges.parameters())
+            return list(charge_model.parameters())
         return [p for p in self.model.parameters() if id(p) not in charge_params]
 
     def _set_trainable(self, stage: str) -> None:
@@ -252,7 +281,7 @@ class Trainer:
         if stage == "charges":
             with torch.set_grad_enabled(training):
                 graph = build_graph(system, batch.neighbors, cutoff=self.model.cutoff)
-                q, _ = self.model.charges(system, graph)
+                q, _ = call_charge_model(self.model.charge_model, system, graph, None)
                 return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
@@ -329,8 +358,8 @@ class Trainer:
             "history": list(self.history),
             "generator_state": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            "numpy_rng": _numpy_rng_state(),
+            "python_rng": list(random.getstate()),
             "config": asdict(self.config),
         }
         tmp = path.with_suffix(".pt.tmp")
@@ -376,9 +405,7 @@ class Trainer:
                 raise ValueError("resume needs a run directory")
             path = self.directory / "checkpoint.pt"  # every rank reads it
             if path.exists():
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-                if ckpt.get("format") != "hybridpot-checkpoint":
-                    raise ValueError(f"{path} is not a hybridpot checkpoint")
+                ckpt = load_checkpoint(path)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -398,8 +425,9 @@ class Trainer:
             self.history = list(ckpt["history"])
             self.generator.set_state(ckpt["generator_state"])
             torch.set_rng_state(ckpt["torch_rng"])
-            np.random.set_state(ckpt["numpy_rng"])
-            random.setstate(ckpt["python_rng"])
+            _set_numpy_rng_state(ckpt["numpy_rng"])
+            version, internal, gauss = ckpt["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
             start_stage = ckpt["stage_index"]
             stage_state = ckpt if ckpt.get("optimizer_state") is not None else None
             self._write_log()
