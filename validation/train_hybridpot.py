@@ -98,7 +98,10 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     torch.manual_seed(0)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
-            module.reset_parameters()
+            # n2p2's default initialisation (Training::randomizeNeuralNetworkWeights): Glorot-Bengio
+            # uniform weights, zero biases
+            torch.nn.init.xavier_uniform_(module.weight)
+            torch.nn.init.zeros_(module.bias)
     write_blocks(run / "train.data", train_blocks)
     images = read_input_data(run / "train.data", units=file_units)
     train = AtomsDataset.from_atoms(images, cutoff=float(model.cutoff))
