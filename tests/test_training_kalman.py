@@ -178,3 +178,17 @@ def test_unknown_optimizer_is_named():
     ds = AtomsDataset.from_atoms(lj_clusters(2), CUTOFF)
     with pytest.raises(ValueError, match="'adam' or 'kalman'"):
         Trainer(small_model(), ds, None, TrainingConfig(optimizer="sgd", epochs=1), progress=False).fit()
+
+
+def test_kalman_config_is_validated_before_training(tmp_path):
+    from hybridpot.training.config import ConfigError, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("data: {train: x.xyz}\ntraining: {optimizer: kalman, kalman: {eta: 1e-3, etaa: 1}}\n")
+    with pytest.raises(ConfigError, match="training.kalman.etaa"):
+        load_config(path)
+    path.write_text("data: {train: x.xyz}\ntraining: {optimizer: kalman, kalman: {kind: extended}}\n")
+    with pytest.raises(ConfigError, match="fading_memory"):
+        load_config(path)
+    path.write_text("data: {train: x.xyz}\ntraining: {optimizer: kalman, kalman: {eta: 1e-3, force_weight: 2}}\n")
+    assert load_config(path).training.kalman["eta"] == 1e-3

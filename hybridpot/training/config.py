@@ -151,7 +151,7 @@ class TrainingConfig:
     #: torch threads (None: the cores not busy with other processes, see hybridpot.training.threads)
     threads: Optional[int] = None
     #: Kalman filter settings (hybridpot.training.kalman_fit.KalmanSettings fields, n2p2 names in its docs)
-    kalman: Dict[str, float] = field(default_factory=dict)
+    kalman: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,6 +225,18 @@ class Config:
         for key in ("lr", "charge_lr"):
             _require(getattr(t, key) > 0, f"training.{key}", getattr(t, key), "a positive number")
         _require(t.clip_grad_norm >= 0, "training.clip_grad_norm", t.clip_grad_norm, "a number >= 0 (0: no clipping)")
+        _require(t.optimizer in ("adam", "kalman"), "training.optimizer", t.optimizer, "'adam' or 'kalman'")
+        _require(t.threads is None or t.threads >= 1, "training.threads", t.threads, "an integer >= 1 or null")
+        from .kalman_fit import KalmanSettings
+
+        kalman_fields = {f.name: f.type for f in fields(KalmanSettings)}
+        for name, value in t.kalman.items():
+            _require(name in kalman_fields, f"training.kalman.{name}", value,
+                     f"a Kalman setting among {sorted(kalman_fields)}")
+        try:
+            KalmanSettings(**t.kalman)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"training.kalman = {t.kalman!r}: {err}") from None
         from .losses import QUANTITIES
 
         for key in ("weights", "charge_weights"):

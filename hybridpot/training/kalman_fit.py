@@ -90,6 +90,20 @@ class KalmanSettings:
     energy_unit: float = 1.0
     length_unit: float = 1.0
 
+    def __post_init__(self):
+        if self.kind not in ("standard", "fading_memory"):
+            raise ValueError(f"kalman kind must be 'standard' or 'fading_memory', got {self.kind!r}")
+        if self.charge_observations not in ("norm", "atoms"):
+            raise ValueError(f"kalman charge_observations must be 'norm' or 'atoms', got {self.charge_observations!r}")
+        for name in ("epsilon", "eta", "energy_unit", "length_unit", "force_weight"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"kalman {name} must be positive, got {getattr(self, name)}")
+        for name in ("energy_fraction", "force_fraction", "charge_fraction", "q0", "q_min"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"kalman {name} must be >= 0, got {getattr(self, name)}")
+        if int(self.forces_per_update) < 1:
+            raise ValueError(f"kalman forces_per_update must be >= 1, got {self.forces_per_update}")
+
 
 class KalmanEpochs:
     """Runs the Kalman-filter updates of one training stage.
