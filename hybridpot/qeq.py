@@ -56,6 +56,7 @@ import math
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
+from ase import units as ase_units
 from torch import nn
 
 from .atomic_nets import ElementNets
@@ -368,6 +369,9 @@ class _MatrixFreeSetup:
 KSPACE_FLOAT32_MIN_TOL = 1e-5
 #: default relative residual of the coarse-operator CG stage (benchmarks/README.md 4c)
 DEFAULT_COARSE_TOL = 3e-4
+#: unit of the learnable hardness parametrisation J = HARDNESS_UNIT s^2: one Hartree per e^2 (eV/e^2),
+#: the scale of atomic hardnesses, so that s is of order one (as in n2p2)
+HARDNESS_UNIT = ase_units.Hartree
 
 
 # ---------------------------------------------------------------------------- QEq term
@@ -492,7 +496,11 @@ class ChargeEquilibration(nn.Module):
         self.register_buffer("element_index", lookup, persistent=False)
         jt = torch.tensor([j0[z] for z in self.elements], dtype=torch.float64)
         st = torch.tensor([s0[z] for z in self.elements], dtype=torch.float64)
-        self.raw_hardness = nn.Parameter(_inverse_softplus(jt))
+        # J = HARDNESS_UNIT * s^2 with s learnable (n2p2's parametrisation, in Hartree/e^2): the
+        # softplus of an eV-scaled parameter used before moved too slowly from a start of
+        # 272 eV (n2p2's initial_hardness 10 Ha) to the ~2 eV of a fit: the Kalman filter stalled
+        # at 13.5 me (Carbon_chain_4G charges) where n2p2 reaches 7.7 me (validation/README.md)
+        self.sqrt_hardness = nn.Parameter(torch.sqrt(jt / HARDNESS_UNIT))
         if learn_sigma:
             self.raw_sigma = nn.Parameter(_inverse_softplus(st))
         else:
@@ -511,6 +519,11 @@ class ChargeEquilibration(nn.Module):
         return state
 
     def __setstate__(self, state):
+        params = state.get("_parameters", {})
+        if "raw_hardness" in params:  # pickled with J = softplus(raw_hardness)
+            raw = params.pop("raw_hardness")
+            params["sqrt_hardness"] = nn.Parameter(torch.sqrt(nn.functional.softplus(raw.detach()) / HARDNESS_UNIT),
+                                                   requires_grad=raw.requires_grad)
         state.setdefault("warm_start", True)  # models saved before warm starts existed
         state.pop("last_energy", None)  # models saved when it was a plain attribute
         state.setdefault("_last_energies", [])
@@ -561,8 +574,15 @@ class ChargeEquilibration(nn.Module):
 
     @property
     def hardness(self) -> torch.Tensor:
-        """``J_Z`` per element of ``self.elements`` (eV/e^2)."""
-        return nn.functional.softplus(self.raw_hardness)
+        """``J_Z`` per element of ``self.elements`` (eV/e^2), ``HARDNESS_UNIT * sqrt_hardness^2``."""
+        return HARDNESS_UNIT * self.sqrt_hardness * self.sqrt_hardness
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved with J = softplus(raw_hardness): the same J in today's parametrisation
+        raw = state_dict.pop(prefix + "raw_hardness", None)
+        if raw is not None and prefix + "sqrt_hardness" not in state_dict:
+            state_dict[prefix + "sqrt_hardness"] = torch.sqrt(nn.functional.softplus(raw) / HARDNESS_UNIT)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def sigma(self) -> torch.Tensor:

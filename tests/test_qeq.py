@@ -329,7 +329,7 @@ def test_gradients_reach_hardness_width_and_chi(solver):
             return elec(system, graph, q, sigma).sum() + 3.0 * (q[:4] ** 2).sum() + qeq.last_energy.sum()
 
     value = loss()
-    params = [qeq.raw_hardness, qeq.raw_sigma, qeq.nets.linear_layers(11)[-1].bias]
+    params = [qeq.sqrt_hardness, qeq.raw_sigma, qeq.nets.linear_layers(11)[-1].bias]
     grads = torch.autograd.grad(value, params)
     h = 1e-6
     for p, g in zip(params, grads):
@@ -605,3 +605,20 @@ def test_model_copies_and_saves_after_a_call(tmp_path):
     hp.save(model, tmp_path / "m.pt")
     for other in (clone, hp.load(tmp_path / "m.pt")):
         torch.testing.assert_close(other(hp.AtomicSystem.from_ase(atoms))["charges"], q)
+
+
+def test_hardness_parametrisation_and_old_state_dicts():
+    """J = Hartree s^2 with s learnable; a state dict of the former J = softplus(raw_hardness)
+    loads to the same hardness."""
+    from ase.units import Hartree
+
+    from hybridpot.qeq import ChargeEquilibration
+
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=2)
+    qeq = ChargeEquilibration(["Na", "Cl"], desc, hidden=(3,), hardness={11: 4.0, 17: 7.5})
+    torch.testing.assert_close(qeq.hardness, torch.tensor([4.0, 7.5], dtype=torch.float64), rtol=1e-14, atol=0)
+    torch.testing.assert_close(qeq.hardness, Hartree * qeq.sqrt_hardness**2, rtol=1e-15, atol=0)
+    old = {k: v for k, v in qeq.state_dict().items() if k != "sqrt_hardness"}
+    old["raw_hardness"] = torch.log(torch.expm1(torch.tensor([2.0, 3.0], dtype=torch.float64)))  # softplus^-1
+    qeq.load_state_dict(old)
+    torch.testing.assert_close(qeq.hardness, torch.tensor([2.0, 3.0], dtype=torch.float64), rtol=1e-13, atol=0)
