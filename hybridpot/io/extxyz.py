@@ -23,6 +23,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 __all__ = ["ReferenceKeys", "read_extxyz", "write_extxyz", "canonicalize", "reference_values"]
 
@@ -43,6 +44,9 @@ class ReferenceKeys:
         Per-structure total charge (e).
     dipole : str
         Per-structure dipole moment (e·Å), 3 values.
+    stress : str
+        Per-structure stress (eV/Å^3, ASE's sign convention), 6 Voigt values (xx yy zz yz xz xy)
+        or 9 (a 3x3 matrix).
     """
 
     energy: str = "energy"
@@ -50,6 +54,7 @@ class ReferenceKeys:
     charges: str = "charges"
     total_charge: str = "charge"
     dipole: str = "dipole"
+    stress: str = "stress"
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "ReferenceKeys":
@@ -92,6 +97,7 @@ def canonicalize(atoms: Atoms, keys: ReferenceKeys = ReferenceKeys(), source: st
     forces = _pop(atoms, keys.forces, per_atom=True)
     charges = _pop(atoms, keys.charges, per_atom=True)
     dipole = _pop(atoms, keys.dipole, per_atom=False)
+    stress = _pop(atoms, keys.stress, per_atom=False)
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     total = atoms.info.get(keys.total_charge, None)
     if total is None and "charge" in results and np.ndim(results["charge"]) == 0:
@@ -128,6 +134,14 @@ def canonicalize(atoms: Atoms, keys: ReferenceKeys = ReferenceKeys(), source: st
         if dipole.shape != (3,):
             raise ValueError(f"{source}: dipole {keys.dipole!r} must have 3 components, got {dipole.shape}")
         calc_results["dipole"] = dipole
+    if stress is not None:
+        if stress.size == 9:
+            stress = full_3x3_to_voigt_6_stress(stress.reshape(3, 3))
+        if stress.size != 6:
+            raise ValueError(f"{source}: stress {keys.stress!r} must have 6 (Voigt) or 9 components, got {stress.shape}")
+        if not bool(np.all(atoms.get_pbc())):
+            raise ValueError(f"{source}: a reference stress needs a periodic structure (pbc all True)")
+        calc_results["stress"] = stress.reshape(6)
     if total is not None:
         out.info["charge"] = float(np.asarray(total, dtype=np.float64).reshape(()))
     if calc_results:
@@ -139,13 +153,15 @@ def reference_values(atoms: Atoms) -> dict:
     """The reference quantities of a canonical ``atoms`` (missing ones are absent from the dict).
 
     Keys: ``energy`` (float, eV), ``forces`` ([n, 3], eV/Å), ``charges`` ([n], e),
-    ``dipole`` ([3], e·Å), ``total_charge`` (float, e).
+    ``dipole`` ([3], e·Å), ``stress`` ([3, 3], eV/Å^3), ``total_charge`` (float, e).
     """
     out = {}
     results = atoms.calc.results if atoms.calc is not None else {}
-    for k in ("energy", "forces", "charges", "dipole"):
+    for k in ("energy", "forces", "charges", "dipole", "stress"):
         if k in results and results[k] is not None:
             out[k] = np.asarray(results[k], dtype=np.float64)
+    if "stress" in out and out["stress"].size == 6:
+        out["stress"] = voigt_6_to_full_3x3_stress(out["stress"])
     if "energy" in out:
         out["energy"] = float(out["energy"])
     if "charge" in atoms.info:
@@ -212,6 +228,8 @@ def write_extxyz(path: str | Path, images: Atoms | Sequence[Atoms], keys: Refere
             a.info[keys.energy] = ref["energy"]
         if "dipole" in ref:
             a.info[keys.dipole] = ref["dipole"]
+        if "stress" in ref:
+            a.info[keys.stress] = ref["stress"]  # 3x3, eV/Å^3
         if "forces" in ref:
             a.new_array(keys.forces, ref["forces"])
         if "charges" in ref:

@@ -44,6 +44,8 @@ class Sample:
         Reference atomic charges ``[n]`` (e).
     dipole : torch.Tensor, optional
         Reference dipole ``[3]`` (e·Å).
+    stress : torch.Tensor, optional
+        Reference stress ``[3, 3]`` (eV/Å^3, ASE's sign convention; periodic structures).
     """
 
     system: AtomicSystem
@@ -52,6 +54,7 @@ class Sample:
     forces: Optional[torch.Tensor] = None
     charges: Optional[torch.Tensor] = None
     dipole: Optional[torch.Tensor] = None
+    stress: Optional[torch.Tensor] = None
 
     @property
     def n_atoms(self) -> int:
@@ -76,7 +79,9 @@ class Batch:
         ``[N]`` float64 (e).
     dipole : torch.Tensor
         ``[S, 3]`` float64 (e·Å).
-    has_energy, has_dipole : torch.Tensor
+    stress : torch.Tensor
+        ``[S, 3, 3]`` float64 (eV/Å^3).
+    has_energy, has_dipole, has_stress : torch.Tensor
         ``[S]`` bool.
     has_forces, has_charges : torch.Tensor
         ``[N]`` bool.
@@ -98,6 +103,8 @@ class Batch:
     has_dipole: torch.Tensor
     n_atoms: torch.Tensor
     index: torch.Tensor
+    stress: Optional[torch.Tensor] = None
+    has_stress: Optional[torch.Tensor] = None
 
     def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "Batch":
         """The system in ``dtype``/``device``; references stay float64 (moved to ``device``)."""
@@ -109,6 +116,8 @@ class Batch:
             energy=mv(self.energy), forces=mv(self.forces), charges=mv(self.charges), dipole=mv(self.dipole),
             has_energy=mv(self.has_energy), has_forces=mv(self.has_forces), has_charges=mv(self.has_charges),
             has_dipole=mv(self.has_dipole), n_atoms=mv(self.n_atoms), index=mv(self.index),
+            stress=None if self.stress is None else mv(self.stress),
+            has_stress=None if self.has_stress is None else mv(self.has_stress),
         )
 
     def with_energy_offsets(self, offsets: torch.Tensor) -> "Batch":
@@ -148,11 +157,14 @@ def collate(samples: Sequence[Sample], index: Optional[Sequence[int]] = None) ->
     energy = torch.where(has_energy, energy, torch.zeros_like(energy))
     dipole = torch.stack([torch.zeros(3, dtype=f64) if s.dipole is None else s.dipole.to(f64) for s in samples])
     has_dipole = torch.tensor([s.dipole is not None for s in samples])
+    stress = torch.stack([torch.zeros(3, 3, dtype=f64) if s.stress is None else s.stress.to(f64) for s in samples])
+    has_stress = torch.tensor([s.stress is not None for s in samples])
     return Batch(
         system=system, neighbors=nl, energy=energy, forces=forces, charges=charges, dipole=dipole,
         has_energy=has_energy, has_forces=has_forces, has_charges=has_charges, has_dipole=has_dipole,
         n_atoms=torch.tensor([s.n_atoms for s in samples], dtype=torch.long),
         index=torch.as_tensor(list(index) if index is not None else range(len(samples)), dtype=torch.long),
+        stress=stress, has_stress=has_stress,
     )
 
 
@@ -204,7 +216,7 @@ class AtomsDataset:
                 raise ValueError(f"structure {k}: non-finite reference energy")
             samples.append(
                 Sample(system, neighbors, float(energy), as_t(ref.get("forces")), as_t(ref.get("charges")),
-                       as_t(ref.get("dipole")))
+                       as_t(ref.get("dipole")), as_t(ref.get("stress")))
             )
         if not samples:
             raise ValueError("no structures")

@@ -6,7 +6,8 @@ Quantities and units:
 * ``forces``: Cartesian force components, eV/Å;
 * ``charges``: atomic charges, e;
 * ``dipole``: dipole components, e·Å (about the origin; finite structures);
-* ``total_charge``: sum of predicted charges minus the structure's total charge, e.
+* ``total_charge``: sum of predicted charges minus the structure's total charge, e;
+* ``stress``: stress components (periodic structures), eV/Å^3 (ASE's sign convention).
 
 Each loss term is a mean squared error over the entries that have a reference; the
 total loss is ``sum_k w_k MSE_k``.
@@ -26,8 +27,9 @@ from .dataset import Batch
 
 __all__ = ["LossWeights", "QUANTITIES", "UNITS", "compute_loss", "MetricAccumulator", "dipole_of"]
 
-QUANTITIES = ("energy", "forces", "charges", "dipole", "total_charge")
-UNITS = {"energy": "eV/atom", "forces": "eV/Å", "charges": "e", "dipole": "e·Å", "total_charge": "e"}
+QUANTITIES = ("energy", "forces", "charges", "dipole", "total_charge", "stress")
+UNITS = {"energy": "eV/atom", "forces": "eV/Å", "charges": "e", "dipole": "e·Å", "total_charge": "e",
+         "stress": "eV/Å^3"}
 
 
 @dataclass
@@ -39,6 +41,7 @@ class LossWeights:
     charges: float = 0.0
     dipole: float = 0.0
     total_charge: float = 0.0
+    stress: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "LossWeights":
@@ -78,6 +81,8 @@ def _errors(pred: Dict[str, torch.Tensor], batch: Batch) -> Dict[str, Tuple[torc
         out["total_charge"] = (total - ref(s.charge), torch.ones(s.n_systems, dtype=torch.bool, device=device))
         if "dipole" in pred:
             out["dipole"] = (pred["dipole"] - ref(batch.dipole), batch.has_dipole.to(device))
+    if "stress" in pred and batch.stress is not None:
+        out["stress"] = (pred["stress"] - ref(batch.stress), batch.has_stress.to(device))
     return out
 
 
@@ -149,7 +154,7 @@ class MetricAccumulator:
                 z_masked = numbers.to(err.device)[mask]
                 for z in z_masked.unique().tolist():
                     self._add(f"{name}_{chemical_symbols[z]}", err[mask][z_masked == z])
-            if self.keep_values and name in ("energy", "forces", "charges", "dipole"):
+            if self.keep_values and name in ("energy", "forces", "charges", "dipole", "stress"):
                 p = pred[name].detach().to(torch.float64).cpu()
                 if name == "energy":
                     n = batch.n_atoms.to(torch.float64)

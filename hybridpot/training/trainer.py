@@ -147,10 +147,11 @@ def evaluate_model(
     model.eval()
     acc = MetricAccumulator(keep_values=keep_values)
     want_forces = dataset.has("forces")
+    want_stress = dataset.has("stress")
     for batch in dataset.batches(batch_size):
         if energy_offsets is not None:
             batch = batch.with_energy_offsets(energy_offsets)
-        pred = model(batch.system, compute_forces=want_forces, compute_stress=False, neighbors=batch.neighbors)
+        pred = model(batch.system, compute_forces=want_forces, compute_stress=want_stress, neighbors=batch.neighbors)
         acc.update(pred, batch)
     return acc
 
@@ -285,8 +286,9 @@ class Trainer:
                 return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
+        need_stress = batch.has_stress is not None and bool(batch.has_stress.any()) and (w.stress > 0 or not training)
         return self.model(
-            system, compute_forces=need_forces, compute_stress=False, create_graph=training,
+            system, compute_forces=need_forces, compute_stress=need_stress, create_graph=training,
             neighbors=batch.neighbors,
         )
 
