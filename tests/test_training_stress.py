@@ -104,3 +104,13 @@ def test_stress_of_a_finite_structure_is_refused(tmp_path):
     a.calc = SinglePointCalculator(a, energy=0.0, stress=np.zeros(6))
     with pytest.raises(ValueError, match="periodic"):
         canonicalize(a)
+
+
+def test_learning_curve_png_is_written_at_the_end(tmp_path):
+    from PIL import Image
+
+    ds = AtomsDataset.from_atoms(lj_crystals(3), CUTOFF)
+    cfg = TrainingConfig(epochs=3, batch_size=3, dtype="float64", scheduler=SchedulerConfig(kind="none"))
+    Trainer(model(), ds, ds, cfg, directory=tmp_path / "run", progress=False).fit()
+    with Image.open(tmp_path / "run" / "learning_curve.png") as image:
+        assert image.size[0] > 2 * image.size[1]  # energy and forces panels side by side

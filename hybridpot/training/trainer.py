@@ -22,7 +22,8 @@ Every stage: Adam, a learning-rate schedule, gradient-norm clipping, early stopp
 the validation loss, the best weights restored at the end. Each epoch writes
 ``checkpoint.pt`` (model, optimiser, scheduler, RNG states, epoch, history), so a killed
 run resumed with ``fit(resume=True)`` ends with the same weights, bit for bit on CPU,
-as an uninterrupted run. ``metrics.jsonl`` gets one line per epoch; ``best_model.pt``
+as an uninterrupted run. ``metrics.jsonl`` gets one line per epoch, ``learning_curve.png`` the
+RMSEs per epoch at the end; ``best_model.pt``
 and ``model.pt`` are float64 models loadable with :func:`hybridpot.load`.
 """
 
@@ -442,6 +443,10 @@ class Trainer:
         final = self.export_model()
         if self._file("model.pt") is not None:
             save(final, self.directory / "model.pt")
+        if self._file("learning_curve.png") is not None and self.history:
+            from .plots import learning_curve_plot
+
+            learning_curve_plot(self.history, self.directory / "learning_curve.png")
         return final
 
     def _run_stage(self, k: int, state: Optional[dict]) -> None:
