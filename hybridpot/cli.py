@@ -105,6 +105,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint.pt")
     p.add_argument("--output", default=None, help="run directory (overrides output.directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (overrides training.device)")
     p.add_argument("--ddp", action="store_true",
                    help="data-parallel training (DistributedDataParallel) under torchrun; training.batch_size is the "
                         "global batch; gloo on CPU, nccl on CUDA; rank 0 writes the run directory")
@@ -128,6 +129,11 @@ def _run_train(args: argparse.Namespace) -> int:
         rank, _ = init_from_env()
     cfg = load_config(args.config)
     d, t = cfg.data, cfg.training
+    if getattr(args, "device", None):
+        from .training.devices import resolve_device
+
+        resolve_device(args.device)  # a clear error before any data are read
+        t.device = args.device
     if not d.train:
         raise ValueError(f"{args.config}: data.train is required (a file of reference structures)")
     for key in ("train", "validation", "test"):
@@ -188,7 +194,7 @@ def _run_train(args: argparse.Namespace) -> int:
     for name, ds in sets.items():
         if len(ds) == 0:
             continue
-        acc = evaluate_model(final, ds, batch_size=t.batch_size)
+        acc = evaluate_model(final, ds, batch_size=t.batch_size, device=t.device)
         summary[name] = acc.compute()
         _print_metrics(f"{name} ({len(ds)} structures), float64:", acc)
     (run_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
@@ -208,6 +214,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", default=None, help="key names in the xyz file, e.g. energy=REF_energy,forces=REF_forces")
     p.add_argument("--output", default=".", help="directory for parity plots and metrics.json (default: .)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -229,7 +236,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.data}: no such data file")
     model = load(model_path)
     ds = AtomsDataset.from_file(args.data, model.cutoff, format=args.format, keys=_parse_keys(args.keys), units=args.units)
-    acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True)
+    acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True, device=args.device)
     _print_metrics(f"{args.data}: {len(ds)} structures, {ds.n_atoms} atoms (float64)", acc)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(acc.compute(), indent=1))

@@ -148,6 +148,8 @@ class TrainingConfig:
     #: "adam" (mini-batches, ``lr``, ``scheduler``, ``clip_grad_norm``) or "kalman" (n2p2's global
     #: extended Kalman filter, single-structure updates; ``batch_size``, ``lr`` and ``scheduler`` unused)
     optimizer: str = "adam"
+    #: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); under torchrun "cuda" is each rank's LOCAL_RANK GPU
+    device: str = "cpu"
     #: torch threads (None: the cores not busy with other processes, see hybridpot.training.threads)
     threads: Optional[int] = None
     #: Kalman filter settings (hybridpot.training.kalman_fit.KalmanSettings fields, n2p2 names in its docs)
@@ -225,6 +227,8 @@ class Config:
         for key in ("lr", "charge_lr"):
             _require(getattr(t, key) > 0, f"training.{key}", getattr(t, key), "a positive number")
         _require(t.clip_grad_norm >= 0, "training.clip_grad_norm", t.clip_grad_norm, "a number >= 0 (0: no clipping)")
+        _require(re.match(r"^(cpu|auto|cuda(:\d+)?)$", str(t.device).lower()) is not None, "training.device", t.device,
+                 "cpu, cuda, cuda:N or auto")
         _require(t.optimizer in ("adam", "kalman"), "training.optimizer", t.optimizer, "'adam' or 'kalman'")
         _require(t.threads is None or t.threads >= 1, "training.threads", t.threads, "an integer >= 1 or null")
         from .kalman_fit import KalmanSettings

@@ -125,14 +125,18 @@ class KalmanEpochs:
         Training dtype of the model.
     generator : torch.Generator
         Source of the update order and force-component choice (part of the resumable state).
+    device : torch.device or str
+        Where the model runs (the filter's P lives with the parameters).
     """
 
     def __init__(self, model: nn.Module, parameters: Sequence[nn.Parameter], train: AtomsDataset, stage: str,
-                 settings: KalmanSettings, offsets: torch.Tensor, dtype: torch.dtype, generator: torch.Generator):
+                 settings: KalmanSettings, offsets: torch.Tensor, dtype: torch.dtype, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
         if stage not in ("energy", "charges"):
             raise ValueError(f"unknown training stage {stage!r}")
         self.model, self.params, self.train, self.stage = model, list(parameters), train, stage
         self.settings, self.offsets, self.dtype, self.generator = settings, offsets, dtype, generator
+        self.device = torch.device(device)
         n_structures = len(train)
         if stage == "charges":
             if not train.has("charges"):
@@ -156,7 +160,7 @@ class KalmanEpochs:
     # ----------------------------------------------------------------------------- observations
     def _batch(self, index: int):
         batch = collate([self.train.samples[index]], index=[index])
-        return batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+        return batch.with_energy_offsets(self.offsets).to(device=self.device, dtype=self.dtype)
 
     def _gradient(self, value: torch.Tensor, retain_graph: bool) -> torch.Tensor:
         grads = torch.autograd.grad(value, self.params, retain_graph=retain_graph, allow_unused=True)

@@ -52,6 +52,7 @@ from .config import TrainingConfig
 from .dataset import AtomsDataset, Batch
 from .losses import LossWeights, MetricAccumulator, compute_loss, dipole_of
 from .preprocessing import fit_descriptor_scaling, fit_energy_offsets
+from .devices import resolve_device
 from .threads import apply_threads
 
 __all__ = ["Trainer", "evaluate_model", "TrainingInterrupted"]
@@ -138,13 +139,14 @@ def evaluate_model(
     keep_values: bool = False,
     dtype: torch.dtype = torch.float64,
     energy_offsets: Optional[torch.Tensor] = None,
+    device: Optional[str | torch.device] = None,
 ) -> MetricAccumulator:
-    """Metrics of ``model`` (converted to ``dtype``) on ``dataset``.
+    """Metrics of ``model`` (converted to ``dtype``, moved to ``device`` when given) on ``dataset``.
 
     ``energy_offsets`` ([119], eV) are subtracted from the reference energies when the
     model does not contain them (during training).
     """
-    model = model.to(dtype)
+    model = model.to(dtype) if device is None else model.to(device=resolve_device(str(device)), dtype=dtype)
     model.eval()
     acc = MetricAccumulator(keep_values=keep_values)
     want_forces = dataset.has("forces")
@@ -221,6 +223,7 @@ class Trainer:
         self.progress = progress
         self.callback = callback
         self.dtype = _DTYPES[self.config.dtype]
+        self.device = resolve_device(self.config.device, ddp=self.ddp)
         for name, ds in (("train", train), ("validation", self.validation)):
             if ds is not None and ds.cutoff < model.cutoff - 1e-12:
                 raise ValueError(f"{name} neighbour lists ({ds.cutoff} Å) are shorter than the model cutoff ({model.cutoff} Å)")
@@ -297,7 +300,7 @@ class Trainer:
         self.model.eval()
         acc = MetricAccumulator()
         for batch, real in self._batches(dataset, shuffle=False):
-            batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+            batch = batch.with_energy_offsets(self.offsets).to(device=self.device, dtype=self.dtype)
             pred = self._predict(stage, batch, training=False)
             if real:
                 acc.update(pred, batch)
@@ -324,7 +327,7 @@ class Trainer:
 
     def export_model(self) -> nn.Module:
         """A float64 copy of the current model with the energy offsets stored in it."""
-        m = _copy_model(self.model).to(torch.float64)
+        m = _copy_model(self.model).to(device="cpu", dtype=torch.float64)
         for p in m.parameters():
             p.requires_grad_(True)
         if self.short_range is not None:
@@ -414,7 +417,7 @@ class Trainer:
 
         if ckpt is None:
             self.prepare()
-            self.model.to(self.dtype)
+            self.model.to(device=self.device, dtype=self.dtype)
             if self.short_range is not None:
                 # offsets live in float64 outside the network during training
                 self.offsets = self.short_range.atomic_energy_offset.detach().to(torch.float64).cpu().clone()
@@ -422,7 +425,7 @@ class Trainer:
                     self.short_range.atomic_energy_offset.zero_()
             start_stage, stage_state = 0, None
         else:
-            self.model.to(self.dtype)
+            self.model.to(device=self.device, dtype=self.dtype)
             self.model.load_state_dict(ckpt["model_state"])
             self.offsets = ckpt["offsets"]
             self.history = list(ckpt["history"])
@@ -464,7 +467,8 @@ class Trainer:
             from .kalman_fit import KalmanEpochs, KalmanSettings
 
             kalman = KalmanEpochs(self.model, self._stage_parameters(stage), self.train, stage,
-                                  KalmanSettings(**cfg.kalman), self.offsets, self.dtype, self.generator)
+                                  KalmanSettings(**cfg.kalman), self.offsets, self.dtype, self.generator,
+                                  device=self.device)
             opt, sched = kalman, None
         elif cfg.optimizer != "adam":
             raise ValueError(f"training.optimizer must be 'adam' or 'kalman', got {cfg.optimizer!r}")
@@ -502,7 +506,7 @@ class Trainer:
                          total=self.train.n_batches(cfg.batch_size), desc=f"{stage} epoch {epoch + 1}",
                          disable=not self.progress or self.rank != 0, leave=False, unit="batch")
             for batch, real in inner:
-                batch = batch.with_energy_offsets(self.offsets).to(dtype=self.dtype)
+                batch = batch.with_energy_offsets(self.offsets).to(device=self.device, dtype=self.dtype)
                 pred = forward(batch)
                 if self.ddp:
                     loss, parts = distributed_loss(pred, batch, weights, self.world_size, real)
