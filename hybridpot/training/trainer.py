@@ -136,21 +136,26 @@ def evaluate_model(
     keep_values: bool = False,
     dtype: torch.dtype = torch.float64,
     energy_offsets: Optional[torch.Tensor] = None,
+    progress: bool = False,
 ) -> MetricAccumulator:
     """Metrics of ``model`` (converted to ``dtype``) on ``dataset``.
 
     ``energy_offsets`` ([119], eV) are subtracted from the reference energies when the
-    model does not contain them (during training).
+    model does not contain them (during training). ``progress`` shows a progress bar
+    (structures per second).
     """
     model = model.to(dtype)
     model.eval()
     acc = MetricAccumulator(keep_values=keep_values)
     want_forces = dataset.has("forces")
+    bar = tqdm(total=len(dataset), desc="evaluate", unit="structure", disable=not progress, leave=False)
     for batch in dataset.batches(batch_size):
         if energy_offsets is not None:
             batch = batch.with_energy_offsets(energy_offsets)
         pred = model(batch.system, compute_forces=want_forces, compute_stress=False, neighbors=batch.neighbors)
         acc.update(pred, batch)
+        bar.update(batch.system.n_systems)
+    bar.close()
     return acc
 
 
@@ -526,9 +531,10 @@ class Trainer:
                     "scheduler_state": sched.state_dict() if sched is not None else None,
                     "best_loss": best_loss, "best_state": best_state, "bad_epochs": bad,
                 })
-            key = "charges_rmse" if stage == "charges" else "energy_rmse"
-            bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val_loss:.3e}",
-                            **({key: f"{val_metrics.get(key, train_metrics.get(key, float('nan'))):.3g}"}))
+            key, unit = ("charges_rmse", "e") if stage == "charges" else ("energy_rmse", "eV/atom")
+            value = val_metrics.get(key, train_metrics.get(key, float("nan")))
+            bar.set_postfix_str(f"loss train {train_loss:.3e} val {val_loss:.3e} (weighted), "
+                                f"{'val ' if key in val_metrics else 'train '}{key} {value:.3g} {unit}")
             if self.callback is not None:
                 self.callback(self, stage, epoch + 1, record)
             if stopped:
