@@ -153,8 +153,15 @@ class HybridPotential(nn.Module):
         return sorted(set.intersection(*sets))
 
     def _reference_tensor(self) -> torch.Tensor:
-        for p in self.parameters():
-            return p
+        # the first parameter of the energy terms (the short range's networks) decides, then the
+        # charge model's: a model built without .double()/.float() mixes the networks' default
+        # dtype with float64 tables, and the networks' dtype is the one inputs must have
+        traits = self.term_traits()
+        ordered = [t for n, t in self.terms().items() if not traits[n].provides_charges] + [
+            t for n, t in self.terms().items() if traits[n].provides_charges]
+        for term in ordered:
+            for p in term.parameters():
+                return p
         for b in self.buffers():
             if b.is_floating_point():
                 return b
