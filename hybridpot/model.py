@@ -210,8 +210,10 @@ class HybridPotential(nn.Module):
         dict
             ``energy`` [S] (eV), ``energies`` [N] (per atom, eV), ``forces`` [N, 3],
             ``stress`` [S, 3, 3], ``charges`` [N] (e), ``dipole`` [S, 3] (e·Å, about the
-            origin; meaningful for finite structures), and ``energy_<term>`` [S] (eV) for
-            each energy term (e.g. ``energy_short_range``, ``energy_electrostatics``).
+            origin; meaningful for finite structures), ``energy_<term>`` [S] (eV) for
+            each energy term (e.g. ``energy_short_range``, ``energy_electrostatics``), and the
+            charge model's diagnostics as ``<term>_<key>`` when it returns any
+            (:func:`hybridpot.terms.call_charge_model`).
         """
         system = system.to(device=self.device, dtype=self.dtype)
         system.validate(self.elements)
@@ -248,7 +250,8 @@ class HybridPotential(nn.Module):
                 traits = term_traits(term, name)
                 if traits.provides_charges:
                     term_state = None if state is None else state.setdefault(name, {})
-                    charges, widths = call_charge_model(term, strained, graph, term_state)
+                    charges, widths, diagnostics = call_charge_model(term, strained, graph, term_state)
+                    out.update({f"{name}_{key}": value for key, value in diagnostics.items()})
                     out["charges"] = charges
                     out["dipole"] = torch.zeros(system.n_systems, 3, dtype=system.dtype,
                                                 device=system.device).index_add(

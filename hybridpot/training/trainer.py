@@ -285,7 +285,7 @@ class Trainer:
         if stage == "charges":
             with torch.set_grad_enabled(training):
                 graph = build_graph(system, batch.neighbors, cutoff=self.model.cutoff)
-                q, _ = call_charge_model(self.model.charge_model, system, graph, None)
+                q, _, _ = call_charge_model(self.model.charge_model, system, graph, None)
                 return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
