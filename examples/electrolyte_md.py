@@ -41,7 +41,15 @@ from ase import units
 from ase.constraints import FixCom
 from ase.geometry import get_distances
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
+
+try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # pragma: no cover - older ase
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mbd
+
+    def thermalize_momenta(atoms, temperature_K, rng=None):
+        _mbd(atoms, temperature_K=temperature_K, rng=rng)
 from ase.md.verlet import VelocityVerlet
 
 import hybridpot as hp
@@ -85,7 +93,7 @@ def progress(dynamics, steps: int, desc: str):
 def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every: int = 5):
     """Langevin (``steps``), then NVE (``steps``), 1 fs; returns NVE frames, energies/atom, total charges."""
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     atoms.set_constraint(FixCom())
     langevin = Langevin(atoms, timestep=1.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs,

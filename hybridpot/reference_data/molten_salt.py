@@ -39,7 +39,13 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # pragma: no cover - older ase
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mbd
+
+    def thermalize_momenta(atoms, temperature_K, rng=None):
+        _mbd(atoms, temperature_K=temperature_K, rng=rng)
 
 from ..electrostatics import Electrostatics
 from ..neighbors import build_graph, compute_neighbors
@@ -147,7 +153,7 @@ def melt_snapshots(
     """
     atoms = nacl_box(n_cells, density)
     atoms.calc = TosiFumi()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=max(3000.0, temperature), rng=rng)
+    thermalize_momenta(atoms, temperature_K=max(3000.0, temperature), rng=rng)
     dyn = Langevin(atoms, timestep * units.fs, temperature_K=max(3000.0, temperature), friction=0.02, rng=rng)
     dyn.run(melt_steps)
     dyn.set_temperature(temperature_K=temperature)
@@ -237,7 +243,7 @@ def model_snapshots(
         atoms = nacl_box(2, density)
         atoms.rattle(0.1, rng=rng)
         atoms.calc = HybridCalculator(model, skin=0.5)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng)
         dyn.run(equilibration_steps)
         for _ in range(snapshots_per_state):
