@@ -54,7 +54,7 @@ from ase.md.verlet import VelocityVerlet
 
 import hybridpot as hp
 from hybridpot.data import molten_nacl_model_path
-from hybridpot.molten_salt import TosiFumi, nacl_box
+from hybridpot.reference_data.molten_salt import TosiFumi, nacl_box
 
 
 def get_model(path: Optional[str]):
@@ -125,7 +125,7 @@ def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every:
 def check_against_reference(model, frames, n_frames: int) -> dict:
     """GFN1-xTB (tblite) on ``n_frames`` frames of the model's own trajectory: how well the model
     reproduces its reference where it actually went (needs ``pip install tblite``)."""
-    from hybridpot.reference import compute_reference
+    from hybridpot.reference_data.nacl_clusters import compute_reference
 
     picks = [frames[k] for k in np.linspace(0, len(frames) - 1, n_frames).astype(int)]
     de, df, dq, f_ref = [], [], [], []

@@ -84,7 +84,7 @@ def get_model(path: Optional[str]):
 
 def spacing_for_density(density: float) -> float:
     """Ion-site spacing (Å) of the [Na2Cl]+ Cl- grid at ``density`` g/cm^3 (one NaCl unit per site)."""
-    from hybridpot.molten_salt import NACL_MOLAR_MASS
+    from hybridpot.reference_data.molten_salt import NACL_MOLAR_MASS
 
     return (NACL_MOLAR_MASS / units._Nav / density * 1e24) ** (1 / 3)
 

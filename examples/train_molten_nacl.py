@@ -36,7 +36,7 @@ active-learning frames round 0 itself was off by 0.618 eV/Å, almost all of it i
 
 The second setting fits the test set's energies better (clusters too: 101 vs 147 meV/atom) but
 is twice as wrong where its own dynamics goes. One round of active learning (frames of the
-round-0 model's own MD, ``python -m hybridpot.molten_salt --from-model``) improved every
+round-0 model's own MD, ``python -m hybridpot.reference_data.molten_salt --from-model``) improved every
 number along the model's own trajectories.
 """
 
