@@ -56,6 +56,8 @@ class HybridPotential(nn.Module):
                 raise ValueError(f"term name {name!r} must be a Python identifier not starting with '_'")
             if name in named and named[name] is not None:
                 raise ValueError(f"term {name!r} given twice (keyword and terms=)")
+            if name not in named and hasattr(HybridPotential, name):
+                raise ValueError(f"term name {name!r} is an attribute of HybridPotential; choose another name")
             named[name] = term
         present = {n: t for n, t in named.items() if t is not None}
         if not present:

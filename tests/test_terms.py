@@ -87,6 +87,8 @@ def test_protocol_errors():
                            electrostatics=hp.Electrostatics())
     with pytest.raises(ValueError, match="given twice"):
         hp.HybridPotential(dispersion=hp.Dispersion(["Na"]), terms={"dispersion": hp.Dispersion(["Na"])})
+    with pytest.raises(ValueError, match="is an attribute of HybridPotential"):
+        hp.HybridPotential(terms={"cutoff": HarmonicTether()})
     with pytest.raises(ValueError, match="identifier"):
         hp.HybridPotential(terms={"my term": HarmonicTether()})
     with pytest.raises(ValueError, match="cannot remove the charge model"):
