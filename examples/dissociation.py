@@ -2,8 +2,8 @@
 
 Usage::
 
-    hybridpot demo                          # trains hybridpot_demo/model_4G.pt (a few minutes)
-    python examples/dissociation.py [--model hybridpot_demo/model_4G.pt] [--output dissociation]
+    hybridpot demo                          # trains runs/hybridpot_demo/model_4G.pt (a few minutes)
+    python examples/dissociation.py [--model runs/hybridpot_demo/model_4G.pt] [--output runs/dissociation]
 
 Without a model file the script trains a small 4G model on the shipped NaCl data first
 (the demo's recipe with fewer epochs, about two minutes on a laptop CPU).
@@ -67,8 +67,8 @@ def curve(model, r, charge=0.0, fragments=None, fragment_charges=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="hybridpot_demo/model_4G.pt")
-    parser.add_argument("--output", default="dissociation")
+    parser.add_argument("--model", default="runs/hybridpot_demo/model_4G.pt")
+    parser.add_argument("--output", default="runs/dissociation")
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ Usage::
 The default model is the shipped ``hybridpot/data/molten_nacl_4G.pt``: a 4G model trained by
 ``examples/train_molten_nacl.py`` on GFN1-xTB data of the NaCl melt (periodic 64-ion boxes at
 1.40-1.70 g/cm^3, 1100-2500 K) and of gas-phase clusters. ``--model`` takes any other saved model
-(e.g. the demo's ``hybridpot_demo/model_4G.pt``, trained on clusters only, which fails in the
+(e.g. the demo's ``runs/hybridpot_demo/model_4G.pt``, trained on clusters only, which fails in the
 melt: the script warns when ions come closer than 1.5 Å).
 
 The box: 64 ions at the density of the melt at 1074 K (1.556 g/cm^3, ``--density``), melted
@@ -41,12 +41,20 @@ from ase import units
 from ase.constraints import FixCom
 from ase.geometry import get_distances
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
+
+try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # pragma: no cover - older ase
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mbd
+
+    def thermalize_momenta(atoms, temperature_K, rng=None):
+        _mbd(atoms, temperature_K=temperature_K, rng=rng)
 from ase.md.verlet import VelocityVerlet
 
 import hybridpot as hp
 from hybridpot.data import molten_nacl_model_path
-from hybridpot.molten_salt import TosiFumi, nacl_box
+from hybridpot.reference_data.molten_salt import TosiFumi, nacl_box
 
 
 def get_model(path: Optional[str]):
@@ -73,16 +81,27 @@ def rdf(frames, numbers, z1, z2, r_max, n_bins=60):
     return 0.5 * (edges[1:] + edges[:-1]), g
 
 
+def progress(dynamics, steps: int, desc: str):
+    """A tqdm bar (MD steps, with rate) that the ASE dynamics advances; close it after ``run``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
+    dynamics.attach(lambda: bar.update(1) if dynamics.nsteps > 0 else None, interval=1)
+    return bar
+
+
 def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every: int = 5):
     """Langevin (``steps``), then NVE (``steps``), 1 fs; returns NVE frames, energies/atom, total charges."""
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     atoms.set_constraint(FixCom())
     langevin = Langevin(atoms, timestep=1.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs,
                         fixcm=False, rng=np.random.RandomState(seed))
     t0 = time.time()
+    bar = progress(langevin, steps, "Langevin")
     langevin.run(steps)
+    bar.close()
     t_langevin = time.time() - t0
     frames, energies, charges, temperatures = [], [], [], []
     nve = VelocityVerlet(atoms, timestep=1.0 * units.fs)
@@ -96,7 +115,9 @@ def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every:
 
     nve.attach(record, interval=record_every)
     t0 = time.time()
+    bar = progress(nve, steps, "NVE")
     nve.run(steps)
+    bar.close()
     return {"frames": frames, "energies": np.array(energies), "charges": np.array(charges),
             "temperatures": np.array(temperatures), "t_langevin": t_langevin, "t_nve": time.time() - t0}
 
@@ -104,7 +125,7 @@ def run_md(atoms, calc, temperature: float, steps: int, seed: int, record_every:
 def check_against_reference(model, frames, n_frames: int) -> dict:
     """GFN1-xTB (tblite) on ``n_frames`` frames of the model's own trajectory: how well the model
     reproduces its reference where it actually went (needs ``pip install tblite``)."""
-    from hybridpot.reference import compute_reference
+    from hybridpot.reference_data.nacl_clusters import compute_reference
 
     picks = [frames[k] for k in np.linspace(0, len(frames) - 1, n_frames).astype(int)]
     de, df, dq, f_ref = [], [], [], []
@@ -138,7 +159,7 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the Tosi-Fumi comparison run")
     parser.add_argument("--check-xtb", type=int, default=0, metavar="N",
                         help="recompute N frames of the model's trajectory with GFN1-xTB (needs tblite)")
-    parser.add_argument("--output", default="molten_nacl")
+    parser.add_argument("--output", default="runs/molten_nacl")
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

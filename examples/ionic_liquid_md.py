@@ -66,6 +66,15 @@ import hybridpot as hp
 from hybridpot.data import molten_nacl_model_path
 
 
+
+def progress(dynamics, steps: int, desc: str):
+    """A tqdm bar (MD steps, with rate) that the ASE dynamics advances; close it after ``run``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
+    dynamics.attach(lambda: bar.update(1) if dynamics.nsteps > 0 else None, interval=1)
+    return bar
+
 def get_model(path: Optional[str]):
     path = Path(path) if path else molten_nacl_model_path()
     if not path.exists():
@@ -75,7 +84,7 @@ def get_model(path: Optional[str]):
 
 def spacing_for_density(density: float) -> float:
     """Ion-site spacing (Å) of the [Na2Cl]+ Cl- grid at ``density`` g/cm^3 (one NaCl unit per site)."""
-    from hybridpot.molten_salt import NACL_MOLAR_MASS
+    from hybridpot.reference_data.molten_salt import NACL_MOLAR_MASS
 
     return (NACL_MOLAR_MASS / units._Nav / density * 1e24) ** (1 / 3)
 
@@ -215,7 +224,7 @@ def report_collapse(exc: Exception, stage: str, step: int, atoms: Atoms, output:
 def main(argv=None):
     parser = argparse.ArgumentParser(description="toy ionic liquid [Na2Cl]+ Cl- with per-ion fragment charges")
     parser.add_argument("--model", default=None, help="saved 4G model (default: the shipped molten-NaCl model)")
-    parser.add_argument("--output", default="ionic_liquid")
+    parser.add_argument("--output", default="runs/ionic_liquid")
     parser.add_argument("--pairs", type=int, default=4, help="ion pairs (4, 32, ...; default 4 = 16 atoms)")
     parser.add_argument("--density", type=float, default=1.55, help="g/cm^3 (sets the ion-site spacing)")
     parser.add_argument("--spacing", type=float, default=None, help="distance between ion sites (Å; overrides --density)")
@@ -263,10 +272,13 @@ def main(argv=None):
     langevin = Langevin(atoms, timestep=args.timestep * units.fs, temperature_K=args.temperature,
                         friction=0.02 / units.fs, fixcm=False, rng=np.random.RandomState(args.seed))
     langevin.attach(lambda: check_contacts(atoms), interval=5)
+    bar = progress(langevin, args.steps, "Langevin")
     try:
         langevin.run(args.steps)
     except Collapse as exc:
         return report_collapse(exc, "Langevin", langevin.nsteps, atoms, output)
+    finally:
+        bar.close()
     print(f"Langevin: {args.steps} steps in {time.time() - t0:.0f} s, T = {atoms.get_temperature():.0f} K")
 
     energies, ion_errors, temps, min_all, min_inter = [], [], [], [], []
@@ -284,10 +296,13 @@ def main(argv=None):
     record()
     nve.attach(lambda: check_contacts(atoms), interval=1)
     t0 = time.time()
+    bar = progress(nve, args.steps, "NVE")
     try:
         nve.run(args.steps)
     except Collapse as exc:
         return report_collapse(exc, "NVE", nve.nsteps, atoms, output)
+    finally:
+        bar.close()
     e = np.array(energies) / len(atoms)
     t_ps = np.arange(len(e)) * args.timestep * 1e-3
     drift = np.polyfit(t_ps, e, 1)[0]

@@ -45,7 +45,7 @@ def main(argv=None):
     parser.add_argument("--kind", choices=["2G", "4G"], default="4G")
     parser.add_argument("--cutoff", type=float, default=6.0)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--output", default="my_run")
+    parser.add_argument("--output", default="runs/my_run")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 

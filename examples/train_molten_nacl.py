@@ -36,7 +36,7 @@ active-learning frames round 0 itself was off by 0.618 eV/Å, almost all of it i
 
 The second setting fits the test set's energies better (clusters too: 101 vs 147 meV/atom) but
 is twice as wrong where its own dynamics goes. One round of active learning (frames of the
-round-0 model's own MD, ``python -m hybridpot.molten_salt --from-model``) improved every
+round-0 model's own MD, ``python -m hybridpot.reference_data.molten_salt --from-model``) improved every
 number along the model's own trajectories.
 """
 
@@ -83,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energies (forces: 1)")
     parser.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau", help="learning-rate schedule")
-    parser.add_argument("--output", default="molten_nacl_training")
+    parser.add_argument("--output", default="runs/molten_nacl_training")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/molten_nacl_4G.pt")
     parser.add_argument("--no-model-md", action="store_true",
                         help="leave out the active-learning frames (how the round-0 model was trained)")

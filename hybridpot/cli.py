@@ -216,6 +216,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -236,13 +237,18 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.data}: no such data file")
     model = load(model_path)
     ds = AtomsDataset.from_file(args.data, model.cutoff, format=args.format, keys=_parse_keys(args.keys), units=args.units)
-    acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True, device=args.device)
+    for what in ds.constant_labels():
+        print(f"hybridpot evaluate: warning: {args.data}: reference {what} in all {len(ds)} structures: "
+              "probably not reference labels (a file without results, or the wrong --keys); the errors below "
+              "are then meaningless", file=sys.stderr)
+    acc = evaluate_model(model, ds, batch_size=args.batch_size, keep_values=True, progress=not args.no_progress,
+                         device=args.device)
     _print_metrics(f"{args.data}: {len(ds)} structures, {ds.n_atoms} atoms (float64)", acc)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(acc.compute(), indent=1))
     if not args.no_plots:
         titles = {"energy": "energy per atom", "forces": "force components", "charges": "atomic charges",
-                  "dipole": "dipole components"}
+                  "dipole": "dipole components", "stress": "stress components"}
         for name, (ref, pred) in acc.parity_data().items():
             path = parity_plot(ref, pred, titles[name], UNITS[name], out / f"parity_{name}.png")
             print(f"wrote {path}")

@@ -234,7 +234,7 @@ def _md(model, atoms, steps: int, output: Path, seed: int, progress: bool = True
     }
 
 
-def run_demo(output_dir: str | Path = "hybridpot_demo", quick: bool = False, seed: int = 0, progress: bool = True,
+def run_demo(output_dir: str | Path = "runs/hybridpot_demo", quick: bool = False, seed: int = 0, progress: bool = True,
              settings: Optional[DemoSettings] = None) -> Dict[str, object]:
     """Train 2G and 4G models on the shipped NaCl data and compare them (see module docstring).
 
@@ -342,7 +342,7 @@ def run_demo(output_dir: str | Path = "hybridpot_demo", quick: bool = False, see
 
 # ---------------------------------------------------------------------- command line
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="hybridpot_demo", help="output folder (default: hybridpot_demo)")
+    parser.add_argument("--output", default="runs/hybridpot_demo", help="output folder (default: runs/hybridpot_demo)")
     parser.add_argument("--quick", action="store_true", help="reduced size (about a minute), for CI")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -42,7 +42,7 @@ from .neighbors import Graph, compute_neighbors
 from .system import AtomicSystem
 from .terms import call_energy_term
 
-__all__ = ["LocalEnergy", "Electronegativity", "pair_inputs", "export_torchscript"]
+__all__ = ["LocalEnergy", "Electronegativity", "pair_inputs", "export_torchscript", "load_exported"]
 
 
 def _graph(positions, cell, i, j, shifts, cutoffs) -> Graph:
@@ -138,6 +138,15 @@ def _trace(module: nn.Module, inputs) -> torch.jit.ScriptModule:
         return torch.jit.trace(module, inputs, check_trace=False)
 
 
+def load_exported(path) -> torch.jit.ScriptModule:
+    """Load a file written by :func:`export_torchscript` (``torch.jit.load``; torch 2.13 marks
+    TorchScript deprecated in favour of ``torch.export``, which C++ MD engines cannot load yet, so
+    the warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return torch.jit.load(str(path))
+
+
 def _check(eager: nn.Module, traced, inputs, name: str, with_charges: bool) -> float:
     """Largest relative difference of outputs and position (and charge) gradients."""
     worst = 0.0
@@ -210,6 +219,8 @@ def export_torchscript(model, directory, example, check=None, skin: float = 1.0)
         for atoms in (example, check):
             _check(module, traced, inputs(atoms), name, with_charges)
         path = directory / f"{name}.pt"
-        traced.save(str(path))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch 2.13: TorchScript deprecated
+            traced.save(str(path))
         written[name] = path
     return written

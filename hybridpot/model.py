@@ -56,6 +56,8 @@ class HybridPotential(nn.Module):
                 raise ValueError(f"term name {name!r} must be a Python identifier not starting with '_'")
             if name in named and named[name] is not None:
                 raise ValueError(f"term {name!r} given twice (keyword and terms=)")
+            if name not in named and hasattr(HybridPotential, name):
+                raise ValueError(f"term name {name!r} is an attribute of HybridPotential; choose another name")
             named[name] = term
         present = {n: t for n, t in named.items() if t is not None}
         if not present:
@@ -153,8 +155,15 @@ class HybridPotential(nn.Module):
         return sorted(set.intersection(*sets))
 
     def _reference_tensor(self) -> torch.Tensor:
-        for p in self.parameters():
-            return p
+        # the first parameter of the energy terms (the short range's networks) decides, then the
+        # charge model's: a model built without .double()/.float() mixes the networks' default
+        # dtype with float64 tables, and the networks' dtype is the one inputs must have
+        traits = self.term_traits()
+        ordered = [t for n, t in self.terms().items() if not traits[n].provides_charges] + [
+            t for n, t in self.terms().items() if traits[n].provides_charges]
+        for term in ordered:
+            for p in term.parameters():
+                return p
         for b in self.buffers():
             if b.is_floating_point():
                 return b
@@ -203,8 +212,10 @@ class HybridPotential(nn.Module):
         dict
             ``energy`` [S] (eV), ``energies`` [N] (per atom, eV), ``forces`` [N, 3],
             ``stress`` [S, 3, 3], ``charges`` [N] (e), ``dipole`` [S, 3] (e·Å, about the
-            origin; meaningful for finite structures), and ``energy_<term>`` [S] (eV) for
-            each energy term (e.g. ``energy_short_range``, ``energy_electrostatics``).
+            origin; meaningful for finite structures), ``energy_<term>`` [S] (eV) for
+            each energy term (e.g. ``energy_short_range``, ``energy_electrostatics``), and the
+            charge model's diagnostics as ``<term>_<key>`` when it returns any
+            (:func:`hybridpot.terms.call_charge_model`).
         """
         system = system.to(device=self.device, dtype=self.dtype)
         system.validate(self.elements)
@@ -241,7 +252,8 @@ class HybridPotential(nn.Module):
                 traits = term_traits(term, name)
                 if traits.provides_charges:
                     term_state = None if state is None else state.setdefault(name, {})
-                    charges, widths = call_charge_model(term, strained, graph, term_state)
+                    charges, widths, diagnostics = call_charge_model(term, strained, graph, term_state)
+                    out.update({f"{name}_{key}": value for key, value in diagnostics.items()})
                     out["charges"] = charges
                     out["dipole"] = torch.zeros(system.n_systems, 3, dtype=system.dtype,
                                                 device=system.device).index_add(

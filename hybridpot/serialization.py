@@ -112,11 +112,14 @@ def safe_torch_load(path, map_location="cpu", what: str = "model file"):
     except pickle.UnpicklingError as err:
         text = str(err)
         if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+            advice = ("If you trust the file, load it with hybridpot.load(path, trust_pickle=True) and re-save it "
+                      "with hybridpot.save" if what == "model file" else
+                      "Checkpoints of older hybridpot versions cannot be resumed: start the run again without "
+                      "--resume (or train from its model.pt with model.from_file)")
             raise UntrustedFileError(
                 f"{path}: refused: the {what} contains pickled Python objects, which could run code when "
-                "loaded (an old-format hybridpot file or a file from an untrusted source); nothing was "
-                "executed. If you trust the file, load it with hybridpot.load(path, trust_pickle=True) and "
-                "re-save it with hybridpot.save"
+                f"loaded (an old-format hybridpot file or a file from an untrusted source); nothing was "
+                f"executed. {advice}"
             ) from None
         raise ModelFileError(_describe_torch_load_error(path, err)) from None
     except Exception as err:  # noqa: BLE001 - a damaged file makes the unpickler raise almost anything

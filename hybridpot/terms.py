@@ -103,8 +103,12 @@ def _accepts_state(term: nn.Module) -> bool:
 
 
 def call_charge_model(term: nn.Module, system, graph, state: Optional[dict]
-                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """``(q, sigma)`` of a charge model, with the caller's warm-start ``state`` (or None).
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(q, sigma, diagnostics)`` of a charge model, with the caller's warm-start ``state`` (or None).
+
+    A charge model may return ``(q, sigma)`` or ``(q, sigma, diagnostics)`` with a dict of
+    tensors (e.g. CG iteration counts, residuals); :meth:`HybridPotential.forward` puts them
+    into its outputs as ``<term name>_<key>`` (instead of attributes on the module).
 
     A term whose ``forward`` takes ``state`` gets it directly. For the current
     :class:`~hybridpot.ChargeEquilibration` (which keeps its warm-start store in
@@ -113,17 +117,22 @@ def call_charge_model(term: nn.Module, system, graph, state: Optional[dict]
     module's own store (the behaviour of a bare ``model(system)`` call).
     """
     if state is None:
-        return term(system, graph)
-    if _accepts_state(term):
-        return term(system, graph, state=state)
-    if hasattr(term, "_warm_cache"):
+        result = term(system, graph)
+    elif _accepts_state(term):
+        result = term(system, graph, state=state)
+    elif hasattr(term, "_warm_cache"):
         own = term._warm_cache
         term._warm_cache = state.setdefault("warm_cache", {})
         try:
-            return term(system, graph)
+            result = term(system, graph)
         finally:
             term._warm_cache = own
-    return term(system, graph)
+    else:
+        result = term(system, graph)
+    if len(result) == 3:
+        return result[0], result[1], dict(result[2])
+    q, sigma = result
+    return q, sigma, {}
 
 
 def call_energy_term(term: nn.Module, traits: TermTraits, system, graph, charges: Optional[torch.Tensor],

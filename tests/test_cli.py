@@ -142,6 +142,23 @@ def test_evaluate_output_that_is_a_file(tmp_path, capsys):
     assert existing.read_text() == "keep me"
 
 
+def test_evaluate_warns_on_all_zero_labels(tmp_path, capsys):
+    from conftest import make_short_range_model
+
+    model = tmp_path / "m.pt"
+    hp.save(make_short_range_model(("H", "He"), r_cut=3.0), model)
+    images = _data(tmp_path / "real.xyz", n=3)
+    for a in images:
+        a.calc = SinglePointCalculator(a, energy=0.0, forces=np.zeros((len(a), 3)))
+    write_extxyz(tmp_path / "zeros.xyz", images)
+    args = ["evaluate", str(model), None, "--output", str(tmp_path / "ev"), "--no-plots", "--no-progress"]
+    assert main([str(tmp_path / "zeros.xyz") if a is None else a for a in args]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "energy (every value 0 eV)" in err and "forces (every component 0 eV/Å)" in err
+    assert main([str(tmp_path / "real.xyz") if a is None else a for a in args]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_console_script_and_subcommand_registry():
     assert {"train", "evaluate"} <= set(COMMANDS)
     res = subprocess.run([sys.executable, "-m", "hybridpot.cli", "--help"], capture_output=True, text=True, timeout=120)
@@ -155,5 +172,11 @@ def test_example_config_is_valid():
 
     path = Path(__file__).resolve().parents[1] / "examples" / "train_config.yaml"
     cfg = load_config(path)
-    # the documented values are the defaults
-    assert cfg.training == Config().training and cfg.model == Config().model
+    # the documented values are the defaults, except the keys marked "example"
+    import dataclasses
+
+    assert dataclasses.replace(cfg.training, epochs=Config().training.epochs) == Config().training
+    assert cfg.model == Config().model
+    # as written it runs on a fresh clone: shipped data, run directory under runs/ (git-ignored)
+    assert cfg.resolve(cfg.data.train).is_file()
+    assert cfg.resolve(cfg.output.directory).resolve() == path.parents[1] / "runs" / "train_config"

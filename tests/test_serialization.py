@@ -29,7 +29,7 @@ class _WritesFile:
         self.target = str(target)
 
     def __reduce__(self):
-        return (exec, (f"open({self.target!r}, 'w').write('code ran')",))
+        return (exec, (f"with open({self.target!r}, 'w') as fh: fh.write('code ran')",))
 
 
 def _crafted_model_file(path: Path, target: Path) -> Path:

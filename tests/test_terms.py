@@ -87,6 +87,8 @@ def test_protocol_errors():
                            electrostatics=hp.Electrostatics())
     with pytest.raises(ValueError, match="given twice"):
         hp.HybridPotential(dispersion=hp.Dispersion(["Na"]), terms={"dispersion": hp.Dispersion(["Na"])})
+    with pytest.raises(ValueError, match="is an attribute of HybridPotential"):
+        hp.HybridPotential(terms={"cutoff": HarmonicTether()})
     with pytest.raises(ValueError, match="identifier"):
         hp.HybridPotential(terms={"my term": HarmonicTether()})
     with pytest.raises(ValueError, match="cannot remove the charge model"):
@@ -101,3 +103,27 @@ def test_slots_read_none_and_can_be_replaced():
     model.dispersion = None
     assert "dispersion" not in model.term_names and model.dispersion is None
     assert model.charge_model is model.charges
+
+
+class CountingCharges(nn.Module):
+    """A custom charge model: zero charges, its diagnostics returned with them."""
+
+    cutoff = 0.0
+    provides_charges = True
+    is_local = True
+
+    def forward(self, system, graph, state=None):
+        if state is not None:
+            state["calls"] = state.get("calls", 0) + 1
+        calls = torch.tensor(float(state["calls"] if state is not None else -1))
+        return torch.zeros(system.n_atoms, dtype=system.dtype), None, {"calls": calls}
+
+
+def test_charge_model_diagnostics_and_caller_state():
+    model = hp.HybridPotential(charges=CountingCharges(), electrostatics=hp.Electrostatics()).double()
+    system = hp.AtomicSystem.from_ase(random_cluster(4, symbols=("Na", "Cl")))
+    assert float(model(system)["charges_calls"]) == -1.0
+    state = {}
+    model(system, state=state)
+    out = model(system, state=state)
+    assert float(out["charges_calls"]) == 2.0 and state == {"charges": {"calls": 2}}

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python validation/dissociation.py --models /path/to/demo_output [--output dissociation_validation]
+    python validation/dissociation.py --models runs/hybridpot_demo [--output dissociation_validation]
     python validation/dissociation.py              # trains the demo's models first (about 10 min)
 
 ``--models`` is a folder with ``model_2G.pt`` and ``model_4G.pt`` as written by ``hybridpot demo``;

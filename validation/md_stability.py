@@ -2,7 +2,7 @@
 
 Usage::
 
-    python validation/md_stability.py --models /path/to/demo_output [--steps 10000] [--timestep 1.0]
+    python validation/md_stability.py --models runs/hybridpot_demo [--steps 10000] [--timestep 1.0]
     python validation/md_stability.py              # trains the demo's models first (about 10 min)
 
 ``--models`` is a folder with ``model_4G.pt`` as written by ``hybridpot demo`` (or

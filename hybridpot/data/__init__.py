@@ -47,7 +47,7 @@ def molten_nacl_model_md_path() -> Path:
 
 
 def load_molten_nacl(include_model_md: bool = True) -> List:
-    """The periodic molten-NaCl dataset (:mod:`hybridpot.molten_salt`) as ``ase.Atoms``.
+    """The periodic molten-NaCl dataset (:mod:`hybridpot.reference_data.molten_salt`) as ``ase.Atoms``.
 
     64-ion boxes of liquid NaCl (Tosi–Fumi MD snapshots at 1.40-1.70 g/cm^3 and 1100-2500 K),
     rattled rock-salt crystals and (``include_model_md``) snapshots of a trained model's own melt

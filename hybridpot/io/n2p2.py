@@ -347,6 +347,11 @@ def from_n2p2(
         charge equilibration and screened electrostatics.
     """
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such n2p2 potential directory (it holds input.nn, scaling.data and "
+                                "weights.ZZZ.data)")
+    if not (directory / "input.nn").is_file():
+        raise FileNotFoundError(f"{directory}: no input.nn: not an n2p2 potential directory")
     if units not in ("file", "ase"):
         raise ValueError(f"units must be 'file' or 'ase', got {units!r}")
     key = file_units.lower().replace("-", "_").replace("/", "_")

@@ -261,6 +261,24 @@ class AtomsDataset:
             return any(np.isfinite(s.energy) for s in self.samples)
         return any(getattr(s, quantity) is not None for s in self.samples)
 
+    def constant_labels(self) -> List[str]:
+        """Reference quantities present but identical (e.g. all 0) in every sample: probably not
+        labels at all (a file without results, or the wrong ``keys``). Needs >= 2 samples."""
+        if len(self.samples) < 2:
+            return []
+        out = []
+        energies = np.array([s.energy for s in self.samples])
+        energies = energies[np.isfinite(energies)]
+        if energies.size >= 2 and np.all(energies == energies[0]):
+            out.append(f"energy (every value {energies[0]:g} eV)")
+        for name, unit in (("forces", "eV/Å"), ("charges", "e")):
+            values = [getattr(s, name) for s in self.samples if getattr(s, name) is not None]
+            if len(values) >= 2:
+                flat = torch.cat([v.reshape(-1) for v in values])
+                if flat.numel() > 1 and bool((flat == flat[0]).all()):
+                    out.append(f"{name} (every component {float(flat[0]):g} {unit})")
+        return out
+
     def composition(self, elements: Sequence[int]) -> np.ndarray:
         """Atom counts per structure and element, ``[S, len(elements)]``."""
         elements = list(elements)

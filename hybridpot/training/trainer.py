@@ -140,22 +140,27 @@ def evaluate_model(
     dtype: torch.dtype = torch.float64,
     energy_offsets: Optional[torch.Tensor] = None,
     device: Optional[str | torch.device] = None,
+    progress: bool = False,
 ) -> MetricAccumulator:
     """Metrics of ``model`` (converted to ``dtype``, moved to ``device`` when given) on ``dataset``.
 
     ``energy_offsets`` ([119], eV) are subtracted from the reference energies when the
-    model does not contain them (during training).
+    model does not contain them (during training). ``progress`` shows a progress bar
+    (structures per second).
     """
     model = model.to(dtype) if device is None else model.to(device=resolve_device(str(device)), dtype=dtype)
     model.eval()
     acc = MetricAccumulator(keep_values=keep_values)
     want_forces = dataset.has("forces")
     want_stress = dataset.has("stress")
+    bar = tqdm(total=len(dataset), desc="evaluate", unit="structure", disable=not progress, leave=False)
     for batch in dataset.batches(batch_size):
         if energy_offsets is not None:
             batch = batch.with_energy_offsets(energy_offsets)
         pred = model(batch.system, compute_forces=want_forces, compute_stress=want_stress, neighbors=batch.neighbors)
         acc.update(pred, batch)
+        bar.update(batch.system.n_systems)
+    bar.close()
     return acc
 
 
@@ -286,7 +291,7 @@ class Trainer:
         if stage == "charges":
             with torch.set_grad_enabled(training):
                 graph = build_graph(system, batch.neighbors, cutoff=self.model.cutoff)
-                q, _ = call_charge_model(self.model.charge_model, system, graph, None)
+                q, _, _ = call_charge_model(self.model.charge_model, system, graph, None)
                 return {"charges": q, "dipole": dipole_of(q, system.positions, system.batch, system.n_systems)}
         w = self.energy_weights
         need_forces = bool(batch.has_forces.any()) and (w.forces > 0 or not training)
@@ -556,9 +561,10 @@ class Trainer:
                     "scheduler_state": sched.state_dict() if sched is not None else None,
                     "best_loss": best_loss, "best_state": best_state, "bad_epochs": bad,
                 })
-            key = "charges_rmse" if stage == "charges" else "energy_rmse"
-            bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val_loss:.3e}",
-                            **({key: f"{val_metrics.get(key, train_metrics.get(key, float('nan'))):.3g}"}))
+            key, unit = ("charges_rmse", "e") if stage == "charges" else ("energy_rmse", "eV/atom")
+            value = val_metrics.get(key, train_metrics.get(key, float("nan")))
+            bar.set_postfix_str(f"loss train {train_loss:.3e} val {val_loss:.3e} (weighted), "
+                                f"{'val ' if key in val_metrics else 'train '}{key} {value:.3g} {unit}")
             if self.callback is not None:
                 self.callback(self, stage, epoch + 1, record)
             if stopped:
