@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
@@ -71,7 +72,8 @@ from .electrostatics import (
 from .neighbors import Graph
 from .system import AtomicSystem
 
-__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "projected_cg", "solve_qeq_dense"]
+__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "PreconditionerFallbackWarning", "projected_cg",
+           "solve_qeq_dense"]
 
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -82,6 +84,14 @@ class QEqConvergenceError(RuntimeError):
 
 class _IndefinitePreconditioner(ArithmeticError):
     """The CG preconditioner was found not positive definite (caller falls back to Jacobi)."""
+
+
+class PreconditionerFallbackWarning(RuntimeWarning):
+    """The k-space CG preconditioner failed (``r.z <= 0`` or not finite) and the solve was redone
+    with Jacobi. The k-space preconditioner is positive definite by construction
+    (:meth:`~hybridpot.electrostatics.PeriodicCoulomb.kspace_preconditioner`), so this points
+    to non-finite inputs or rounding trouble; the result is still exact to ``cg_tol``, only
+    slower. Recorded in :attr:`ChargeEquilibration.last_diagnostics` as well."""
 
 
 def _element_table(values, elements: Sequence[int], name: str, default: Optional[float] = None) -> Dict[int, float]:
@@ -222,7 +232,8 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
         if res <= tol:
             return x, it, res
         if not rz_value > 0.0:
-            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e})")
+            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e} at CG "
+                                            f"iteration {it})")
         p = z + (rz_new / rz) * p
         rz = rz_new
     raise QEqConvergenceError(
@@ -330,6 +341,10 @@ class _MatrixFreeSetup:
         self.warm_start = warm_start
         self.solve_operator = None  # the forward solve's operator, kept for the adjoint solve
         self.kspace_preconditioner = None
+        self.fallback: Optional[str] = None  # why the k-space preconditioner was abandoned, if it was
+        # what the solves did, kept up to date (a small dict: no reference to the operator)
+        self.record = {"solver": "matrix_free", "preconditioner": preconditioner, "iterations": self.iterations,
+                       "coarse_iterations": self.coarse_iterations, "fallback": None}
 
     def solve(self, op, matvec, rhs, diag, kind: str):
         """Projected CG with the k-space preconditioner (falling back to Jacobi) or Jacobi,
@@ -340,7 +355,7 @@ class _MatrixFreeSetup:
             if x0 is not None and (x0.shape != rhs.shape or x0.device != rhs.device):
                 x0 = None
         x = None
-        if self.preconditioner == "kspace":
+        if self.preconditioner == "kspace" and self.fallback is None:
             if self.kspace_preconditioner is None:  # built once, shared by the forward and adjoint solves
                 self.kspace_preconditioner = op.kspace_preconditioner(diag)
             try:
@@ -350,7 +365,14 @@ class _MatrixFreeSetup:
                     coarse = (lambda v: coarse_op(v) + diag * v, self.coarse_tol, self.coarse_iterations)
                 x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, self.kspace_preconditioner,
                                            self.tol, self.maxiter, x0, coarse)
-            except _IndefinitePreconditioner:
+            except _IndefinitePreconditioner as error:
+                # positive definite by construction: only rounding or non-finite values get here
+                self.fallback = f"{kind} solve: k-space {error}; solved again with Jacobi"
+                self.record.update(preconditioner="jacobi", fallback=self.fallback)
+                warnings.warn(f"QEq CG: the k-space {error}; solving again with the Jacobi preconditioner "
+                              "(same result, more iterations). Check the inputs for non-finite values, or set "
+                              "preconditioner='jacobi' to skip the k-space one.",
+                              PreconditionerFallbackWarning, stacklevel=2)
                 x = None
         if x is None:
             x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, 1.0 / diag, self.tol, self.maxiter, x0)
@@ -500,6 +522,7 @@ class ChargeEquilibration(nn.Module):
         self._last_energies: list = []  # per structure: E_QEq, or a function computing it
         self._iteration_logs: list = []
         self._coarse_logs: list = []
+        self._diagnostics: list = []
 
     def __getstate__(self):
         # the last call's results are graph tensors: not part of the model (copy, pickle, save)
@@ -507,6 +530,7 @@ class ChargeEquilibration(nn.Module):
         state["_last_energies"] = []
         state["_iteration_logs"] = []
         state["_coarse_logs"] = []
+        state["_diagnostics"] = []
         state["_warm_cache"] = {}
         return state
 
@@ -516,6 +540,7 @@ class ChargeEquilibration(nn.Module):
         state.setdefault("_last_energies", [])
         state.setdefault("_warm_cache", {})
         state.setdefault("_coarse_logs", [])
+        state.setdefault("_diagnostics", [])
         # models saved before these options existed get today's defaults
         state.setdefault("kspace_precision", "auto")
         state.setdefault("coarse_tol", DEFAULT_COARSE_TOL)
@@ -547,6 +572,16 @@ class ChargeEquilibration(nn.Module):
     def last_iterations(self) -> list:
         """CG iteration counts of the last call (forward solves, then adjoint solves once backward ran)."""
         return [n for log in self._iteration_logs for n in log]
+
+    @property
+    def last_diagnostics(self) -> list:
+        """One dict per structure of the last call: ``solver`` ("dense" or "matrix_free"); for
+        matrix-free ones also ``preconditioner`` (the one that produced the result: "kspace" or
+        "jacobi"), ``iterations`` (forward, then adjoint once backward ran), ``coarse_iterations``
+        and ``fallback`` (None, or why the k-space preconditioner was replaced by Jacobi; a
+        :class:`PreconditionerFallbackWarning` is issued as well)."""
+        return [dict(d, iterations=list(d["iterations"]), coarse_iterations=list(d["coarse_iterations"]))
+                if d["solver"] == "matrix_free" else dict(d) for d in self._diagnostics]
 
     @property
     def last_coarse_iterations(self) -> list:
@@ -586,7 +621,7 @@ class ChargeEquilibration(nn.Module):
         diag = hard + COULOMB_CONSTANT / (sigma * _SQRT_PI)
         groups, totals = constraint_groups(system)
         charges, energies = [], []
-        self._iteration_logs, self._coarse_logs = [], []
+        self._iteration_logs, self._coarse_logs, self._diagnostics = [], [], []
         for s in range(system.n_systems):
             a, b = int(system.ptr[s]), int(system.ptr[s + 1])
             g_local, t_local = _local_groups(groups[a:b], totals)
@@ -610,6 +645,7 @@ class ChargeEquilibration(nn.Module):
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
                 self._iteration_logs.append(setup.iterations)
                 self._coarse_logs.append(setup.coarse_iterations)
+                self._diagnostics.append(setup.record)
                 # E_QEq costs one more (differentiable) PME product: computed only when asked for
                 energy = functools.partial(_matrix_free_energy, inputs, self.params, self.periodic_method,
                                            chi[a:b], diag[a:b], q)
@@ -620,6 +656,7 @@ class ChargeEquilibration(nn.Module):
                 else:
                     c = direct_coulomb_matrix(system.positions[a:b], sigma[a:b])
                 q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
+                self._diagnostics.append({"solver": "dense"})
             charges.append(q)
             energies.append(energy)
         self._last_energies = energies
