@@ -72,14 +72,23 @@ from .electrostatics import (
 from .neighbors import Graph
 from .system import AtomicSystem
 
-__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "PreconditionerFallbackWarning", "projected_cg",
-           "solve_qeq_dense"]
+__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "PreconditionerFallbackWarning",
+           "TotalChargeWarning", "projected_cg", "solve_qeq_dense"]
 
 _SQRT_PI = math.sqrt(math.pi)
 
 
 class QEqConvergenceError(RuntimeError):
     """Conjugate gradients did not reach the requested tolerance."""
+
+
+class TotalChargeWarning(UserWarning):
+    """A structure's total charge lies far outside the total charges of the training data
+    (:attr:`ChargeEquilibration.training_charge_range`): the charges are an extrapolation."""
+
+
+#: how far (e) a total charge may lie outside the training range before a TotalChargeWarning
+TOTAL_CHARGE_MARGIN = 1.0
 
 
 class _IndefinitePreconditioner(ArithmeticError):
@@ -438,6 +447,10 @@ class ChargeEquilibration(nn.Module):
         rule, 40-50% fewer exact products (measured at 17576 atoms: 16/17 -> 7/8 exact iterations
         cold, 11/12 -> 7/7 warm; benchmarks/README.md 4c). None turns it off. Skipped when the
         start is already below ``coarse_tol`` (warm starts) or ``coarse_tol <= cg_tol``.
+    training_charge_range : (float, float), optional
+        Smallest and largest total charge (e) of the training structures, when known (a trainer
+        sets it); a structure more than ``TOTAL_CHARGE_MARGIN`` (1 e) outside gets a
+        :class:`TotalChargeWarning`. Non-finite total charges always raise ``ValueError``.
     warm_start : bool
         Start each matrix-free CG solve (charges and the adjoint solve for forces) from the
         previous call's solution for the same structure (same atoms in the same order, at
@@ -470,6 +483,7 @@ class ChargeEquilibration(nn.Module):
         warm_start: bool = True,
         kspace_precision: str = "auto",
         coarse_tol: Optional[float] = DEFAULT_COARSE_TOL,
+        training_charge_range: Optional[Tuple[float, float]] = None,
     ):
         super().__init__()
         self.elements = sorted({element_number(e) for e in elements})
@@ -493,6 +507,12 @@ class ChargeEquilibration(nn.Module):
         if coarse_tol is not None and not 0.0 < coarse_tol < 1.0:
             raise ValueError(f"coarse_tol must be in (0, 1) or None, got {coarse_tol}")
         self.coarse_tol = coarse_tol
+        if training_charge_range is not None:
+            low, high = (float(x) for x in training_charge_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"training_charge_range must be (low, high) with low <= high, got {training_charge_range}")
+            training_charge_range = (low, high)
+        self.training_charge_range = training_charge_range
         self.warm_start = bool(warm_start)
         self._warm_cache: Dict[int, dict] = {}
         self.descriptor = descriptor
@@ -544,6 +564,7 @@ class ChargeEquilibration(nn.Module):
         # models saved before these options existed get today's defaults
         state.setdefault("kspace_precision", "auto")
         state.setdefault("coarse_tol", DEFAULT_COARSE_TOL)
+        state.setdefault("training_charge_range", None)  # unknown for models saved before it existed
         super().__setstate__(state)
 
     def _warm_start_slot(self, s: int, numbers: torch.Tensor) -> Optional[dict]:
@@ -620,6 +641,7 @@ class ChargeEquilibration(nn.Module):
         sigma = self.sigma.to(dtype)[idx]
         diag = hard + COULOMB_CONSTANT / (sigma * _SQRT_PI)
         groups, totals = constraint_groups(system)
+        self._check_total_charges(system)
         charges, energies = [], []
         self._iteration_logs, self._coarse_logs, self._diagnostics = [], [], []
         for s in range(system.n_systems):
@@ -661,6 +683,28 @@ class ChargeEquilibration(nn.Module):
             energies.append(energy)
         self._last_energies = energies
         return torch.cat(charges), sigma
+
+    def _check_total_charges(self, system: AtomicSystem) -> None:
+        """``ValueError`` for a non-finite total or fragment charge; :class:`TotalChargeWarning` for
+        a total charge more than ``TOTAL_CHARGE_MARGIN`` e outside :attr:`training_charge_range`."""
+        totals = system.charge.detach()
+        if not bool(torch.isfinite(totals).all()):
+            s = int(torch.nonzero(~torch.isfinite(totals)).flatten()[0])
+            raise ValueError(f'structure {s}: the total charge (atoms.info["charge"]) is {float(totals[s])}; '
+                             "it must be a finite number of elementary charges")
+        if system.fragment_charges is not None and not bool(torch.isfinite(system.fragment_charges).all()):
+            raise ValueError('fragment charges (atoms.info["fragment_charges"]) must be finite numbers, got '
+                             f"{system.fragment_charges.tolist()}")
+        known = getattr(self, "training_charge_range", None)
+        if known is not None:
+            low, high = known
+            outside = (totals < low - TOTAL_CHARGE_MARGIN) | (totals > high + TOTAL_CHARGE_MARGIN)
+            if bool(outside.any()):
+                s = int(torch.nonzero(outside).flatten()[0])
+                warnings.warn(
+                    f'structure {s}: total charge {float(totals[s]):g} e (atoms.info["charge"]) is far outside the '
+                    f"total charges of the training data ({low:g} to {high:g} e): the charges and energies are an "
+                    "extrapolation", TotalChargeWarning, stacklevel=3)
 
     @property
     def last_energy(self) -> Optional[torch.Tensor]:
