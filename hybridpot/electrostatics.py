@@ -76,6 +76,8 @@ __all__ = [
     "PeriodicCoulomb",
     "finite_pairs",
     "direct_coulomb_matrix",
+    "cutoff_switch",
+    "minimum_real_space_cutoff",
 ]
 
 #: Coulomb constant k_e = 1/(4 pi eps0) in eV Å / e^2 (torch-pme's prefactor).
@@ -208,9 +210,31 @@ def _fft_size(n: int) -> int:
         m += 1
 
 
+#: width of the smooth switch of the real-space kernel, as a fraction of the real-space cutoff
+SWITCH_FRACTION = 0.03
+
+
+def cutoff_switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
+    """Smooth step ``S(r)``: 1 for ``r <= cutoff - width``, 0 for ``r >= cutoff``, in between
+    ``1 - x^3 (10 - 15 x + 6 x^2)``, ``x = (r - cutoff + width) / width`` (C^2: value, slope and
+    curvature vanish at the cutoff). ``width = 0``: the hard step ``r < cutoff``."""
+    if width <= 0.0:
+        return (r < cutoff).to(r.dtype)
+    x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
+    return 1.0 - x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+
+
 @dataclass(frozen=True)
 class EwaldParameters:
-    """Range-separation parameters (Å) for one relative accuracy and real-space cutoff."""
+    """Range-separation parameters (Å) for one relative accuracy and real-space cutoff.
+
+    The real-space kernel is multiplied by :func:`cutoff_switch` over the last
+    ``switch_width`` Å before ``real_space_cutoff``, so energies and forces are continuous
+    when a pair crosses the cutoff; the smearing is chosen for the switch's inner edge
+    ``real_space_cutoff - switch_width`` (where the kernel's tail is already below
+    ``0.1 accuracy``), so the accuracy rules below are unchanged. ``switch_width = 0`` (the
+    class default, which is what objects pickled before the switch existed get) is a hard cut.
+    """
 
     accuracy: float
     real_space_cutoff: float
@@ -218,23 +242,52 @@ class EwaldParameters:
     k_max: float
     mesh_spacing: float
     interpolation_nodes: int
+    switch_width: float = 0.0
+
+    @property
+    def switch_start(self) -> float:
+        """Distance (Å) where the real-space switch begins."""
+        return self.real_space_cutoff - self.switch_width
 
     @classmethod
-    def for_accuracy(cls, accuracy: float, real_space_cutoff: float, interpolation_nodes: int = 7) -> "EwaldParameters":
+    def for_accuracy(cls, accuracy: float, real_space_cutoff: float, interpolation_nodes: int = 7,
+                     switch_width: Optional[float] = None) -> "EwaldParameters":
+        """Parameters for relative ``accuracy`` (module docstring); ``switch_width`` (Å) defaults
+        to ``SWITCH_FRACTION * real_space_cutoff`` (0.3 Å at 10 Å: 10% more k-vectors or mesh
+        points than a hard cut at the same cutoff)."""
         if not 0.0 < accuracy < 1.0:
             raise ValueError(f"accuracy must be in (0, 1), got {accuracy}")
         if real_space_cutoff <= 0:
             raise ValueError(f"real_space_cutoff must be positive, got {real_space_cutoff}")
         if interpolation_nodes not in _PME_ERROR_LAW:
             raise ValueError(f"interpolation_nodes must be one of {sorted(_PME_ERROR_LAW)}, got {interpolation_nodes}")
+        width = SWITCH_FRACTION * real_space_cutoff if switch_width is None else float(switch_width)
+        if not 0.0 <= width < real_space_cutoff:
+            raise ValueError(f"switch_width must be in [0, real_space_cutoff), got {switch_width}")
         tail = 0.1 * accuracy
-        smearing = real_space_cutoff / (_SQRT2 * float(erfcinv(tail)))
+        smearing = (real_space_cutoff - width) / (_SQRT2 * float(erfcinv(tail)))
         k_max = math.sqrt(2.0 * math.log(1.0 / tail)) / smearing
         e0, p = _PME_ERROR_LAW[interpolation_nodes]
         ratio = 0.137 * min(2.2, (0.05 * accuracy / e0) ** (1.0 / p))
         # torch-pme uses >= 2 L / mesh_spacing + 1 points per axis: actual spacing <= mesh_spacing / 2
         mesh_spacing = 2.0 * ratio * smearing
-        return cls(accuracy, real_space_cutoff, smearing, k_max, mesh_spacing, interpolation_nodes)
+        return cls(accuracy, real_space_cutoff, smearing, k_max, mesh_spacing, interpolation_nodes, width)
+
+
+def _upgraded(params: EwaldParameters) -> EwaldParameters:
+    """Parameters unpickled from a model saved before the cutoff switch existed (no
+    ``switch_width`` of their own) rebuilt with today's rules, so old models get a smooth cutoff
+    (energies change at the level of the accuracy setting)."""
+    if "switch_width" in vars(params):
+        return params
+    return EwaldParameters.for_accuracy(params.accuracy, params.real_space_cutoff, params.interpolation_nodes)
+
+
+def minimum_real_space_cutoff(sigma_max: float, accuracy: float) -> float:
+    """Smallest real-space cutoff (Å) whose Gaussian erfc correction has decayed below
+    ``0.1 accuracy`` at the inner edge of the cutoff switch, for Gaussian widths up to
+    ``sigma_max`` (Å): ``2 sigma_max erfcinv(0.1 accuracy) / (1 - SWITCH_FRACTION)``."""
+    return 2.0 * float(sigma_max) * float(erfcinv(0.1 * accuracy)) / (1.0 - SWITCH_FRACTION)
 
 
 def _interpolation_stencil(interpolator, positions: torch.Tensor, mesh_shape) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -426,6 +479,9 @@ class PeriodicCoulomb:
         if sigma is not None:
             gamma = torch.sqrt(sigma.index_select(0, pair_i) ** 2 + sigma.index_select(0, pair_j) ** 2)
             self.real_kernel = self.real_kernel - COULOMB_CONSTANT * erfc_coulomb_kernel(distances, gamma)
+        if params.switch_width > 0.0:  # smooth to zero at the cutoff (EwaldParameters)
+            self.real_kernel = self.real_kernel * cutoff_switch(distances, params.real_space_cutoff,
+                                                                params.switch_width)
         self.self_term = self.potential.self_contribution()  # k_e sqrt(2/pi) / s
         self.background = 2.0 * self.potential.background_correction() / self.volume  # 2 pi k_e s^2 / V
         self.mesh_shape = None
@@ -773,6 +829,11 @@ class Electrostatics(nn.Module):
         self.screening = screening
         self.ewald_max_atoms = int(ewald_max_atoms)
 
+    def __setstate__(self, state):
+        if "params" in state:
+            state["params"] = _upgraded(state["params"])
+        super().__setstate__(state)
+
     @property
     def cutoff(self) -> float:
         """Neighbour range needed (Å): the real-space cutoff and the screening radius."""
@@ -887,12 +948,12 @@ def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional
     if sigma is not None:
         sig = sigma[a:b]
         smax = float(sig.detach().max())
-        tail = math.erfc(rc / (2.0 * smax))
+        tail = math.erfc(params.switch_start / (2.0 * smax))
         if tail > 0.1 * params.accuracy:
             raise ValueError(
                 f"Gaussian width {smax:.3f} Å is too wide for the real-space cutoff {rc} Å at accuracy "
                 f"{params.accuracy:g} (erfc tail {tail:.1e}); increase real_space_cutoff to at least "
-                f"{2.0 * smax * float(erfcinv(0.1 * params.accuracy)):.2f} Å"
+                f"{minimum_real_space_cutoff(smax, params.accuracy):.2f} Å"
             )
     half = graph.within(rc).half()
     if a == 0 and b == system.n_atoms:  # the only structure: all pairs are its own

@@ -565,6 +565,10 @@ class ChargeEquilibration(nn.Module):
         state.setdefault("kspace_precision", "auto")
         state.setdefault("coarse_tol", DEFAULT_COARSE_TOL)
         state.setdefault("training_charge_range", None)  # unknown for models saved before it existed
+        if "params" in state:  # models saved before the real-space cutoff switch
+            from .electrostatics import _upgraded
+
+            state["params"] = _upgraded(state["params"])
         super().__setstate__(state)
 
     def _warm_start_slot(self, s: int, numbers: torch.Tensor) -> Optional[dict]:
