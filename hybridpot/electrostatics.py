@@ -210,6 +210,9 @@ def _fft_size(n: int) -> int:
         m += 1
 
 
+#: atoms/Å^3 below which Ewald/PME parameters follow the density, not the box
+#: (EwaldParameters.for_structure); molten NaCl has 0.032, water 0.1
+DILUTE_DENSITY = 0.01
 #: width of the smooth switch of the real-space kernel, as a fraction of the real-space cutoff
 SWITCH_FRACTION = 0.03
 
@@ -248,6 +251,22 @@ class EwaldParameters:
     def switch_start(self) -> float:
         """Distance (Å) where the real-space switch begins."""
         return self.real_space_cutoff - self.switch_width
+
+    def for_structure(self, n_atoms: int, volume: float) -> "EwaldParameters":
+        """These parameters, or for a structure more dilute than ``DILUTE_DENSITY`` (atoms/Å^3)
+        the same accuracy with every length scaled by ``(DILUTE_DENSITY V / n)^(1/3)`` (real-space
+        cutoff, switch, smearing, mesh spacing; ``k_max`` divided by it). Then the number of
+        k-vectors (Ewald, ~V k_max^3), of mesh points (PME, ~V / h^3) and of real-space pairs
+        (~n^2 r_c^3 / V) are those of the same atoms at ``DILUTE_DENSITY``: a cluster in a large
+        periodic box costs what a dense box of its atoms costs, instead of growing with the
+        box (two atoms in a 600 Å box: 10^8 k-vectors, 6.4 GB, with fixed parameters).
+        """
+        density = n_atoms / volume
+        if density >= DILUTE_DENSITY:
+            return self
+        factor = (DILUTE_DENSITY / density) ** (1.0 / 3.0)
+        return EwaldParameters.for_accuracy(self.accuracy, self.real_space_cutoff * factor, self.interpolation_nodes,
+                                            self.switch_width * factor)
 
     @classmethod
     def for_accuracy(cls, accuracy: float, real_space_cutoff: float, interpolation_nodes: int = 7,
@@ -930,36 +949,63 @@ def periodic_operator(system: AtomicSystem, graph: Graph, sigma: Optional[torch.
     """Build the Coulomb operator of periodic structure ``s`` from the model's neighbour graph.
 
     Checks that the graph reaches the real-space cutoff and that the Gaussian erfc
-    correction has decayed (below ``0.1 accuracy``) at the cutoff.
+    correction has decayed (below ``0.1 accuracy``) at the cutoff. Dilute structures get
+    parameters scaled to their density (:meth:`EwaldParameters.for_structure`; the operator's
+    ``params``).
     """
-    inputs, a, b = periodic_operator_inputs(system, graph, sigma, s, params)
-    return PeriodicCoulomb(*inputs, params, method), a, b
+    inputs, a, b, structure_params = periodic_operator_inputs(system, graph, sigma, s, params)
+    return PeriodicCoulomb(*inputs, structure_params, method), a, b
 
 
 def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional[torch.Tensor], s: int,
-                             params: EwaldParameters) -> Tuple[tuple, int, int]:
-    """``((positions, cell, pair_i, pair_j, distances, sigma), a, b)`` of periodic structure ``s``
-    for :class:`PeriodicCoulomb`, with the checks of :func:`periodic_operator` (no operator built)."""
+                             params: EwaldParameters) -> Tuple[tuple, int, int, EwaldParameters]:
+    """``((positions, cell, pair_i, pair_j, distances, sigma), a, b, params_s)`` of periodic
+    structure ``s`` for :class:`PeriodicCoulomb`, with the checks of :func:`periodic_operator`
+    (no operator built). ``params_s = params.for_structure(n, V)``: when it has a longer
+    real-space cutoff than the model's graph (a dilute structure), the pairs come from a
+    neighbour list of this structure at that cutoff (differentiable like the graph's)."""
     a, b = int(system.ptr[s]), int(system.ptr[s + 1])
-    rc = params.real_space_cutoff
-    if graph.cutoff < rc - 1e-9:
-        raise ValueError(f"neighbour graph cutoff {graph.cutoff} Å is below the electrostatic real-space cutoff {rc} Å")
+    volume = float(torch.linalg.det(system.cell[s].detach()).abs())
+    structure_params = params.for_structure(b - a, volume)
+    rc = structure_params.real_space_cutoff
+    if graph.cutoff < params.real_space_cutoff - 1e-9:
+        raise ValueError(f"neighbour graph cutoff {graph.cutoff} Å is below the electrostatic real-space cutoff "
+                         f"{params.real_space_cutoff} Å")
     sig = None
     if sigma is not None:
         sig = sigma[a:b]
         smax = float(sig.detach().max())
-        tail = math.erfc(params.switch_start / (2.0 * smax))
+        tail = math.erfc(structure_params.switch_start / (2.0 * smax))
         if tail > 0.1 * params.accuracy:
             raise ValueError(
-                f"Gaussian width {smax:.3f} Å is too wide for the real-space cutoff {rc} Å at accuracy "
-                f"{params.accuracy:g} (erfc tail {tail:.1e}); increase real_space_cutoff to at least "
+                f"Gaussian width {smax:.3f} Å is too wide for the real-space cutoff {params.real_space_cutoff} Å at "
+                f"accuracy {params.accuracy:g} (erfc tail {tail:.1e}); increase real_space_cutoff to at least "
                 f"{minimum_real_space_cutoff(smax, params.accuracy):.2f} Å"
             )
-    half = graph.within(rc).half()
-    if a == 0 and b == system.n_atoms:  # the only structure: all pairs are its own
-        pair_i, pair_j, distances = half.i, half.j, half.distances
+    if rc > graph.cutoff + 1e-9:  # dilute: this structure's own pairs up to the longer cutoff
+        pair_i, pair_j, distances = _structure_pairs(system, s, rc)
     else:
-        sel = torch.nonzero((half.i >= a) & (half.i < b)).flatten()
-        pair_i, pair_j = half.i.index_select(0, sel) - a, half.j.index_select(0, sel) - a
-        distances = half.distances.index_select(0, sel)
-    return (system.positions[a:b], system.cell[s], pair_i, pair_j, distances, sig), a, b
+        half = graph.within(rc).half()
+        if a == 0 and b == system.n_atoms:  # the only structure: all pairs are its own
+            pair_i, pair_j, distances = half.i, half.j, half.distances
+        else:
+            sel = torch.nonzero((half.i >= a) & (half.i < b)).flatten()
+            pair_i, pair_j = half.i.index_select(0, sel) - a, half.j.index_select(0, sel) - a
+            distances = half.distances.index_select(0, sel)
+    return (system.positions[a:b], system.cell[s], pair_i, pair_j, distances, sig), a, b, structure_params
+
+
+def _structure_pairs(system: AtomicSystem, s: int, cutoff: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Half list ``(i, j, distances)`` (local indices) of structure ``s`` within ``cutoff`` (Å),
+    all periodic images included, distances differentiable in the system's positions and cell."""
+    from .neighbors import build_graph, compute_neighbors
+
+    a, b = int(system.ptr[s]), int(system.ptr[s + 1])
+    n = b - a
+    device = system.positions.device
+    one = AtomicSystem(positions=system.positions[a:b], numbers=system.numbers[a:b], cell=system.cell[s:s + 1],
+                       pbc=system.pbc[s:s + 1], charge=system.charge[s:s + 1],
+                       batch=torch.zeros(n, dtype=torch.long, device=device),
+                       ptr=torch.tensor([0, n], dtype=torch.long, device=device))
+    half = build_graph(one, compute_neighbors(one, cutoff), check_distance=False).half()
+    return half.i, half.j, half.distances

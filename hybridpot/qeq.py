@@ -656,13 +656,13 @@ class ChargeEquilibration(nn.Module):
             periodic = bool(system.periodic[s])
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
-                inputs, _, _ = periodic_operator_inputs(system, graph, sigma, s, self.params)
+                inputs, _, _, params = periodic_operator_inputs(system, graph, sigma, s, self.params)
                 positions, cell, pair_i, pair_j, distances, sig = inputs
                 # the CG solve (and its adjoint) always runs in float64: in float32 the rounding
                 # noise of a large PME product stalls CG above its tolerance (seen at 8000 atoms)
                 # and can break its positive definiteness
                 tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
-                setup = _MatrixFreeSetup(pair_i, pair_j, self.params, self.periodic_method, g_local,
+                setup = _MatrixFreeSetup(pair_i, pair_j, params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b]), self._kspace_dtype(),
                                          self.coarse_tol)
@@ -673,7 +673,7 @@ class ChargeEquilibration(nn.Module):
                 self._coarse_logs.append(setup.coarse_iterations)
                 self._diagnostics.append(setup.record)
                 # E_QEq costs one more (differentiable) PME product: computed only when asked for
-                energy = functools.partial(_matrix_free_energy, inputs, self.params, self.periodic_method,
+                energy = functools.partial(_matrix_free_energy, inputs, params, self.periodic_method,
                                            chi[a:b], diag[a:b], q)
             else:
                 if periodic:

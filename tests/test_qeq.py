@@ -771,3 +771,18 @@ def test_total_charge_far_outside_training_data_warns():
         assert float(q.sum()) == pytest.approx(charge, rel=1e-9)
     with pytest.raises(ValueError, match="training_charge_range"):
         make_qeq(training_charge_range=(1.0, 0.0))
+
+
+def test_qeq_in_a_dilute_periodic_box_matches_the_isolated_pair():
+    """Two atoms in a 600 Å periodic box (Ewald parameters follow the density, not the box): the
+    QEq charges equal the isolated pair's up to the tiny image (tin-foil dipole) term."""
+    positions = [[1.0, 2.0, 3.0], [3.6, 2.0, 3.0]]
+    qeq = make_qeq()
+    charges = {}
+    for pbc in (False, True):
+        atoms = Atoms("NaCl", positions=positions, cell=[600.0] * 3, pbc=pbc)
+        system = hp.AtomicSystem.from_ase(atoms)
+        with torch.no_grad():
+            charges[pbc], _ = qeq(system, graph_of(system, qeq.cutoff))
+    assert torch.allclose(charges[True], charges[False], atol=1e-6), charges
+    assert float(charges[False][0].abs()) > 0.05  # a real charge transfer was compared
