@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import torch
@@ -78,6 +78,7 @@ __all__ = [
     "direct_coulomb_matrix",
     "cutoff_switch",
     "minimum_real_space_cutoff",
+    "N2p2EwaldTruncation",
 ]
 
 #: Coulomb constant k_e = 1/(4 pi eps0) in eV Å / e^2 (torch-pme's prefactor).
@@ -228,6 +229,105 @@ def cutoff_switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class N2p2EwaldTruncation:
+    """n2p2's own choice of Ewald parameters from ``ewald_prec`` (per structure, from its volume
+    and number of atoms), to reproduce n2p2's truncated sums rather than converged ones.
+
+    Reimplemented from n2p2's documented formulas (libnnp EwaldTruncJackson,
+    EwaldTruncKolafaOptEta, EwaldTruncKolafaFixR), in the files' units with ``4 pi eps0 = 1``
+    as n2p2 does, then converted to Å:
+
+    * ``method = 0`` (Jackson & Catlow, n2p2's default ``ewald_truncation_error_method``):
+      ``eta = V^(1/3) / sqrt(2 pi)``, ``r_c = sqrt(-2 ln p) eta``, ``k_c = sqrt(-2 ln p) / eta``.
+    * ``method = 1`` (Kolafa & Perram, ``ewald_prec p q_max``): ``C = 2^(3/4) q_max^2 sqrt(N/V)``;
+      ``eta`` from the fixed point ``eta = eta0 (1 + 1/(2 s^2))^(1/6)``,
+      ``eta0 = (V^2 / (3.676 (2 pi)^3))^(1/6)``, with ``s`` solving
+      ``exp(-s^2)/sqrt(s) = p sqrt(eta/2) / C`` (Newton steps as n2p2); then
+      ``eta = max(eta, max Gaussian width)``, ``r_c = sqrt(2) eta s``, ``k_c = sqrt(2) s / eta``.
+    * ``method = 1`` with a third value (``ewald_prec p q_max r_c``): fixed ``r_c``,
+      ``C = 2 q_max^2 sqrt(N/V)``, ``eta = r_c / sqrt(-2 ln(sqrt(r_c/2) p / C))``, ``k_c`` solving
+      ``exp(-k_c^2 eta^2 / 2)/sqrt(k_c) = eta p / (sqrt(2) C)``.
+
+    The sums are then n2p2's: real-space pairs closer than ``r_c`` (hard cut, no switch, the
+    Gaussian erfc correction truncated there too), k-vectors ``|k| < k_c``, smearing ``eta``
+    (``erfc(r / (sqrt(2) eta))`` convention, as torch-pme's smearing).
+
+    Attributes: ``method`` (0 or 1), ``precision`` ``p`` (method 1: a force, file energy / file
+    length), ``max_charge`` (e), ``max_sigma`` (largest ``fixed_gausswidth``, file length),
+    ``fixed_cutoff`` (file length or None), ``length_unit`` (Å per file length unit).
+    """
+
+    method: int
+    precision: float
+    max_charge: float = 1.0
+    max_sigma: float = 0.0
+    fixed_cutoff: Optional[float] = None
+    length_unit: float = 1.0
+
+    def __post_init__(self):
+        if self.method not in (0, 1):
+            raise ValueError(f"ewald_truncation_error_method must be 0 or 1, got {self.method}")
+        if not self.precision > 0.0:
+            raise ValueError(f"ewald_prec precision must be positive, got {self.precision}")
+        if self.method == 0 and self.precision >= 1.0:
+            raise ValueError(f"ewald_truncation_error_method 0 needs ewald_prec < 1, got {self.precision}")
+
+    def cutoffs(self, n_atoms: int, volume: float) -> Tuple[float, float, float]:
+        """``(eta, r_c, k_c)`` in Å and 1/Å for a structure of ``n_atoms`` in ``volume`` Å^3."""
+        unit = self.length_unit
+        v = volume / unit**3
+        p = self.precision
+        if self.method == 0:
+            eta = v ** (1.0 / 3.0) / math.sqrt(2.0 * math.pi)
+            factor = math.sqrt(-2.0 * math.log(p))
+            return eta * unit, factor * eta * unit, factor / eta / unit
+        if self.fixed_cutoff is None:
+            c = 2.0**0.75 * self.max_charge**2 * math.sqrt(n_atoms / v)
+            eta0 = (v**2 / (3.676 * (2.0 * math.pi) ** 3)) ** (1.0 / 6.0)
+            eta, s, change = eta0, 1.0, 1.0
+            while change > 1e-10:
+                s = self._solve_s(s, p / c * math.sqrt(eta / 2.0))
+                old, eta = eta, eta0 * (1.0 + 1.0 / (2.0 * s * s)) ** (1.0 / 6.0)
+                change = abs(old - eta) / eta
+            eta = max(eta, self.max_sigma)
+            return eta * unit, math.sqrt(2.0) * eta * s * unit, math.sqrt(2.0) * s / eta / unit
+        rc = self.fixed_cutoff
+        c = 2.0 * self.max_charge**2 * math.sqrt(n_atoms / v)
+        x = math.sqrt(rc / 2.0) * p / c
+        if x >= 1.0:
+            raise ValueError(f"ewald_prec {p} with real-space cutoff {rc}: bad precision settings (n2p2 refuses them "
+                             "too); try a smaller precision")
+        eta = rc / math.sqrt(-2.0 * math.log(x))
+        y = eta * p / (math.sqrt(2.0) * c)
+        k, dx, dy = 1.0 / eta, 1.0, 1.0
+        while dx > 1e-10 or dy > 1e-10:
+            old = k
+            k -= 2.0 * k / (1.0 + 2.0 * (k * eta) ** 2) * (-1.0 + math.sqrt(k) * math.exp((k * eta) ** 2 / 2.0) * y)
+            if k <= 0.0:
+                k = old / 2.0
+                continue
+            dx = abs((k - old) / k)
+            dy = abs((math.exp(-((k * eta) ** 2) / 2.0) / math.sqrt(k) - y) / y)
+        return eta * unit, rc * unit, k / unit
+
+    @staticmethod
+    def _solve_s(s: float, y: float) -> float:
+        """``s`` with ``exp(-s^2)/sqrt(s) = y`` (Newton-like steps from ``s``, n2p2's iteration)."""
+        if s <= 0.0:
+            s = 0.5
+        dx = dy = 1.0
+        while dx > 1e-10 or dy > 1e-10:
+            step = 2.0 * s / (4.0 * s * s + 1.0) * (1.0 - math.sqrt(s) / math.exp(-s * s) * y)
+            if s <= -step:  # would become negative: restart from a smaller value
+                s /= 2.0
+                continue
+            s += step
+            dy = abs((math.exp(-s * s) / math.sqrt(s) - y) / y)
+            dx = abs(step / s)
+        return s
+
+
+@dataclass(frozen=True)
 class EwaldParameters:
     """Range-separation parameters (Å) for one relative accuracy and real-space cutoff.
 
@@ -246,6 +346,8 @@ class EwaldParameters:
     mesh_spacing: float
     interpolation_nodes: int
     switch_width: float = 0.0
+    #: n2p2's ewald_prec truncation instead of these converged-sum parameters (for_structure)
+    truncation: Optional[N2p2EwaldTruncation] = None
 
     @property
     def switch_start(self) -> float:
@@ -261,6 +363,9 @@ class EwaldParameters:
         periodic box costs what a dense box of its atoms costs, instead of growing with the
         box (two atoms in a 600 Å box: 10^8 k-vectors, 6.4 GB, with fixed parameters).
         """
+        if self.truncation is not None:  # n2p2's own per-structure parameters
+            eta, rc, kc = self.truncation.cutoffs(n_atoms, volume)
+            return replace(self, real_space_cutoff=rc, smearing=eta, k_max=kc, switch_width=0.0)
         density = n_atoms / volume
         if density >= DILUTE_DENSITY:
             return self
@@ -976,7 +1081,7 @@ def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional
         sig = sigma[a:b]
         smax = float(sig.detach().max())
         tail = math.erfc(structure_params.switch_start / (2.0 * smax))
-        if tail > 0.1 * params.accuracy:
+        if tail > 0.1 * params.accuracy and params.truncation is None:  # (n2p2's truncation: as n2p2 does)
             raise ValueError(
                 f"Gaussian width {smax:.3f} Å is too wide for the real-space cutoff {params.real_space_cutoff} Å at "
                 f"accuracy {params.accuracy:g} (erfc tail {tail:.1e}); increase real_space_cutoff to at least "
