@@ -1,4 +1,12 @@
-"""Full hybrid model MD step (energy, forces, QEq) for molten NaCl, N = 512 ... 32768.
+"""Full hybrid model MD step (energy, forces, QEq) for molten NaCl, N = 512 ... 97336.
+
+Systems (``--system``): ``melt`` (default): molten NaCl made by MD of the shipped model at 1200 K
+(benchmarks/_melts.py: a 64-atom melt replicated k^3 times and run 40 more MD steps; N = 64 k^3:
+1728, 4096, 21952; cached outside the repository); ``lattice``: rattled rock salt (N = 8 m^3:
+1728, 4096, 21952, 97336); ``jittered``: the jittered cubic lattice of the earlier tables.
+Models (``--model``): ``shipped`` (default): ``hybridpot/data/molten_nacl_4G.pt`` with its own
+settings (Ewald/PME and QEq accuracy 1e-6, r_c 9 Å, CG tol 1e-10) unless ``--accuracy`` /
+``--cg-tol`` are given; ``untrained``: the model described next (the earlier tables).
 
 Model (untrained weights; the cost does not depend on their values): 4G hybrid =
 short range (default symmetry functions, r_c 6 Å, 25x25 networks, charge input) +
@@ -37,6 +45,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's hybridpot
+
 SOLVER = "auto"
 ACCURACY = 1e-4
 SIDES = {512: 8, 1000: 10, 1728: 12, 4096: 16, 8000: 20, 17576: 26, 32768: 32, 97336: 46, 262144: 64}
@@ -66,16 +76,20 @@ def build_model(dtype):
     return model.to(dtype)
 
 
-def single(n: int, dtype_name: str, repeats: int, device: str = "cpu") -> dict:
+def single(n: int, dtype_name: str, repeats: int, device: str = "cpu", system_kind: str = "jittered",
+           model_kind: str = "untrained", accuracy=None, cg_tol=None) -> dict:
     import hybridpot as hp
 
     from _common import peak_memory_mb, reset_peak_memory, synchronize
-    from short_range_scaling import liquid
+    from _melts import shipped_model, system_for
 
+    atoms = system_for(system_kind, n)  # (made or read before the baseline memory)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dtype = getattr(torch, dtype_name)
-    model = build_model(dtype).to(device)
-    atoms = liquid(n)
+    if model_kind == "shipped":
+        model = shipped_model(accuracy, cg_tol).to(dtype).to(device)
+    else:
+        model = build_model(dtype).to(device)
     system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=device)
     synchronize(device)
     t0 = time.perf_counter()
@@ -90,12 +104,15 @@ def single(n: int, dtype_name: str, repeats: int, device: str = "cpu") -> dict:
         system.positions = system.positions + 0.005 * torch.randn(system.positions.shape, generator=generator,
                                                                  dtype=dtype, device=device)
         synchronize(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = model(system, compute_stress=False, neighbors=nl)
         synchronize(device)
-        return (time.perf_counter() - t0, out, list(model.charges.last_iterations),
-                list(model.charges.last_coarse_iterations))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        cpu_times.append(cpu)
+        diagnostics.append(model.charges.last_diagnostics)
+        return (wall, out, list(model.charges.last_iterations), list(model.charges.last_coarse_iterations))
 
+    cpu_times, diagnostics = [], []
     first_s, out, first_iters, first_coarse = step()
     times, iters, coarse = [], [], []
     for _ in range(repeats):
@@ -103,10 +120,13 @@ def single(n: int, dtype_name: str, repeats: int, device: str = "cpu") -> dict:
         times.append(t)
         iters.append(it)
         coarse.append(co)
+    fallbacks = [d.get("fallback") for call in diagnostics for d in call if d.get("fallback")]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if torch.device(device).type == "cuda":  # GPU memory instead of host RSS
         peak, base = peak_memory_mb(device) * 1024, 0
     return {"N": len(atoms), "step_s": statistics.median(times), "first_s": first_s, "nl_s": t_nl,
+            "first_cpu_s": cpu_times[0], "step_cpu_s": statistics.median(cpu_times[1:]) if repeats else None,
+            "preconditioner": [d.get("preconditioner", "dense") for d in diagnostics[0]], "fallbacks": fallbacks,
             "cg_first": first_iters, "cg_steps": iters, "coarse_first": first_coarse, "coarse_steps": coarse,
             "peak_rss_mb": peak / 1024,
             "base_rss_mb": base / 1024, "max_force": float(out["forces"].abs().max())}
@@ -117,11 +137,17 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1000, 4096, 8000, 17576, 32768])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--accuracy", type=float, default=1e-4, help="Ewald/PME and QEq accuracy")
-    parser.add_argument("--cutoff", type=float, default=8.0, help="real-space cutoff of PME and QEq (Å)")
-    parser.add_argument("--cg-tol", type=float, default=1e-5,
-                        help="CG relative residual tolerance (default 1e-5 = 0.1 x accuracy: force error from the "
-                             "solve ~1e-7 relative, far below the PME error; see benchmarks/README.md)")
+    parser.add_argument("--system", default="melt", choices=["melt", "lattice", "jittered"],
+                        help="melt (shipped-model MD, benchmarks/_melts.py), rattled rock salt, or jittered cubic lattice")
+    parser.add_argument("--model", default="shipped", choices=["shipped", "untrained"],
+                        help="the shipped molten-NaCl 4G model, or the untrained model of the earlier tables")
+    parser.add_argument("--accuracy", type=float, default=None,
+                        help="Ewald/PME and QEq accuracy (default: shipped model's own 1e-6; untrained 1e-4)")
+    parser.add_argument("--cutoff", type=float, default=8.0, help="real-space cutoff of PME and QEq (Å), untrained model")
+    parser.add_argument("--cg-tol", type=float, default=None,
+                        help="CG relative residual tolerance (default: shipped model's own 1e-10; untrained 1e-5 = "
+                             "0.1 x accuracy: force error from the solve ~1e-7 relative, far below the PME error; "
+                             "see benchmarks/README.md)")
     parser.add_argument("--no-warm-start", action="store_true", help="cold CG start at every step")
     parser.add_argument("--coarse-tol", type=float, default=3e-4,
                         help="ChargeEquilibration coarse_tol (coarse-operator CG stage; 0 = off)")
@@ -137,29 +163,41 @@ def main(argv=None):
     from _common import device_label
 
     global ACCURACY, WARM_START, CUTOFF, CG_TOL, COARSE_TOL, KSPACE_PRECISION
-    ACCURACY, WARM_START, CUTOFF, CG_TOL = args.accuracy, not args.no_warm_start, args.cutoff, args.cg_tol
+    ACCURACY = args.accuracy if args.accuracy is not None else 1e-4
+    CG_TOL = args.cg_tol if args.cg_tol is not None else 1e-5
+    WARM_START, CUTOFF = not args.no_warm_start, args.cutoff
     COARSE_TOL, KSPACE_PRECISION = args.coarse_tol, args.kspace_precision
     if args.single is not None:
-        print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats, args.device)))
+        print("RESULT " + json.dumps(single(args.single, args.dtype, args.repeats, args.device, args.system, args.model,
+                                            args.accuracy, args.cg_tol)))
         return
     for n in args.sizes:
-        if n not in SIDES:
+        if args.system == "jittered" and n not in SIDES:
             raise ValueError(f"size {n} is not a cube of an even side; choose from {sorted(SIDES)}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, {device_label(args.device)}; 4G NaCl model "
-          f"(QEq + PME accuracy {args.accuracy:g}, r_c {args.cutoff:g} Å, dispersion), CG tol {args.cg_tol:g}, "
-          f"coarse stage {args.coarse_tol:g}, k-space {args.kspace_precision}, warm start "
-          f"{'off' if args.no_warm_start else 'on'}")
-    print(f"{'N':>7} {'first s':>8} {'CG first':>15} {'s/step':>8} {'CG/step':>15} {'us/atom/step':>13} {'ns/day@1fs':>11} "
-          f"{'NL s':>7} {'peak MB':>12} {'MB/1000 atoms':>14}")
+    if args.model == "shipped":
+        label = (f"shipped 4G NaCl model (accuracy {args.accuracy or 'own 1e-6'}, CG tol {args.cg_tol or 'own 1e-10'}, "
+                 f"r_c 9 Å)")
+    else:
+        label = (f"untrained 4G NaCl model (QEq + PME accuracy {ACCURACY:g}, r_c {args.cutoff:g} Å, dispersion), "
+                 f"CG tol {CG_TOL:g}, coarse stage {args.coarse_tol:g}, k-space {args.kspace_precision}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, {device_label(args.device)}; "
+          f"{args.system}; {label}; warm start {'off' if args.no_warm_start else 'on'}")
+    print(f"{'N':>7} {'first s':>8} {'cpu s':>7} {'CG first':>15} {'s/step':>8} {'cpu s':>7} {'CG/step':>15} "
+          f"{'us/atom/step':>13} {'ns/day@1fs':>11} {'NL s':>7} {'peak MB':>12} {'MB/1000 atoms':>14} precond")
     print("(CG: exact-operator iterations forward/adjoint, (+coarse-operator stage iterations); "
           "peak MB: GPU allocator peak on CUDA, process peak RSS on the CPU)")
     rows = []
     here = Path(__file__).resolve().parent
     for n in args.sizes:
+        optional = [] if args.accuracy is None else ["--accuracy", str(args.accuracy)]
+        optional += [] if args.cg_tol is None else ["--cg-tol", str(args.cg_tol)]
+        optional += ["--no-warm-start"] if args.no_warm_start else []
         res = subprocess.run([sys.executable, str(here / "md_step.py"), "--single", str(n), "--dtype", args.dtype,
-                              "--repeats", str(args.repeats), "--threads", str(args.threads), "--accuracy", str(args.accuracy),
-                              "--cutoff", str(args.cutoff), "--device", args.device, "--cg-tol", str(args.cg_tol),
-                              "--coarse-tol", str(args.coarse_tol), "--kspace-precision", args.kspace_precision] + (["--no-warm-start"] if args.no_warm_start else []), capture_output=True, text=True, cwd=here)
+                              "--repeats", str(args.repeats), "--threads", str(args.threads),
+                              "--cutoff", str(args.cutoff), "--device", args.device, "--system", args.system,
+                              "--model", args.model, "--coarse-tol", str(args.coarse_tol),
+                              "--kspace-precision", args.kspace_precision] + optional,
+                             capture_output=True, text=True, cwd=here)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
         if res.returncode != 0 or not line:
             print(f"{n:>7} failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
@@ -175,8 +213,12 @@ def main(argv=None):
 
         cg_first = iterations(r["cg_first"], r["coarse_first"])
         cg_step = iterations(r["cg_steps"][-1], r["coarse_steps"][-1]) if r["cg_steps"] else "-"
-        print(f"{r['N']:>7} {r['first_s']:>8.3f} {cg_first:>15} {r['step_s']:>8.3f} {cg_step:>15} {r['us_atom']:>13.1f} "
-              f"{r['ns_day']:>11.4f} {r['nl_s']:>7.3f} {r['peak_rss_mb']:>12.0f} {r['mb_per_1000']:>14.1f}", flush=True)
+        precond = "/".join(r["preconditioner"]) + (f" FALLBACK: {r['fallbacks']}" if r["fallbacks"] else "")
+        step_cpu = r["step_cpu_s"] if r["step_cpu_s"] is not None else float("nan")
+        print(f"{r['N']:>7} {r['first_s']:>8.3f} {r['first_cpu_s']:>7.2f} {cg_first:>15} {r['step_s']:>8.3f} "
+              f"{step_cpu:>7.2f} {cg_step:>15} {r['us_atom']:>13.1f} "
+              f"{r['ns_day']:>11.4f} {r['nl_s']:>7.3f} {r['peak_rss_mb']:>12.0f} {r['mb_per_1000']:>14.1f} {precond}",
+              flush=True)
     if args.plot and rows:
         import matplotlib
 

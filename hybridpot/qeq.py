@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
@@ -72,7 +73,8 @@ from .electrostatics import (
 from .neighbors import Graph
 from .system import AtomicSystem
 
-__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "projected_cg", "solve_qeq_dense"]
+__all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "PreconditionerFallbackWarning",
+           "TotalChargeWarning", "projected_cg", "solve_qeq_dense"]
 
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -81,8 +83,25 @@ class QEqConvergenceError(RuntimeError):
     """Conjugate gradients did not reach the requested tolerance."""
 
 
+class TotalChargeWarning(UserWarning):
+    """A structure's total charge lies far outside the total charges of the training data
+    (:attr:`ChargeEquilibration.training_charge_range`): the charges are an extrapolation."""
+
+
+#: how far (e) a total charge may lie outside the training range before a TotalChargeWarning
+TOTAL_CHARGE_MARGIN = 1.0
+
+
 class _IndefinitePreconditioner(ArithmeticError):
     """The CG preconditioner was found not positive definite (caller falls back to Jacobi)."""
+
+
+class PreconditionerFallbackWarning(RuntimeWarning):
+    """The k-space CG preconditioner failed (``r.z <= 0`` or not finite) and the solve was redone
+    with Jacobi. The k-space preconditioner is positive definite by construction
+    (:meth:`~hybridpot.electrostatics.PeriodicCoulomb.kspace_preconditioner`), so this points
+    to non-finite inputs or rounding trouble; the result is still exact to ``cg_tol``, only
+    slower. Recorded in :attr:`ChargeEquilibration.last_diagnostics` as well."""
 
 
 def _element_table(values, elements: Sequence[int], name: str, default: Optional[float] = None) -> Dict[int, float]:
@@ -223,7 +242,8 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
         if res <= tol:
             return x, it, res
         if not rz_value > 0.0:
-            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e})")
+            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e} at CG "
+                                            f"iteration {it})")
         p = z + (rz_new / rz) * p
         rz = rz_new
     raise QEqConvergenceError(
@@ -331,6 +351,10 @@ class _MatrixFreeSetup:
         self.warm_start = warm_start
         self.solve_operator = None  # the forward solve's operator, kept for the adjoint solve
         self.kspace_preconditioner = None
+        self.fallback: Optional[str] = None  # why the k-space preconditioner was abandoned, if it was
+        # what the solves did, kept up to date (a small dict: no reference to the operator)
+        self.record = {"solver": "matrix_free", "preconditioner": preconditioner, "iterations": self.iterations,
+                       "coarse_iterations": self.coarse_iterations, "fallback": None}
 
     def solve(self, op, matvec, rhs, diag, kind: str):
         """Projected CG with the k-space preconditioner (falling back to Jacobi) or Jacobi,
@@ -341,7 +365,7 @@ class _MatrixFreeSetup:
             if x0 is not None and (x0.shape != rhs.shape or x0.device != rhs.device):
                 x0 = None
         x = None
-        if self.preconditioner == "kspace":
+        if self.preconditioner == "kspace" and self.fallback is None:
             if self.kspace_preconditioner is None:  # built once, shared by the forward and adjoint solves
                 self.kspace_preconditioner = op.kspace_preconditioner(diag)
             try:
@@ -351,7 +375,14 @@ class _MatrixFreeSetup:
                     coarse = (lambda v: coarse_op(v) + diag * v, self.coarse_tol, self.coarse_iterations)
                 x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, self.kspace_preconditioner,
                                            self.tol, self.maxiter, x0, coarse)
-            except _IndefinitePreconditioner:
+            except _IndefinitePreconditioner as error:
+                # positive definite by construction: only rounding or non-finite values get here
+                self.fallback = f"{kind} solve: k-space {error}; solved again with Jacobi"
+                self.record.update(preconditioner="jacobi", fallback=self.fallback)
+                warnings.warn(f"QEq CG: the k-space {error}; solving again with the Jacobi preconditioner "
+                              "(same result, more iterations). Check the inputs for non-finite values, or set "
+                              "preconditioner='jacobi' to skip the k-space one.",
+                              PreconditionerFallbackWarning, stacklevel=2)
                 x = None
         if x is None:
             x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, 1.0 / diag, self.tol, self.maxiter, x0)
@@ -420,6 +451,10 @@ class ChargeEquilibration(nn.Module):
         rule, 40-50% fewer exact products (measured at 17576 atoms: 16/17 -> 7/8 exact iterations
         cold, 11/12 -> 7/7 warm; benchmarks/README.md 4c). None turns it off. Skipped when the
         start is already below ``coarse_tol`` (warm starts) or ``coarse_tol <= cg_tol``.
+    training_charge_range : (float, float), optional
+        Smallest and largest total charge (e) of the training structures, when known (a trainer
+        sets it); a structure more than ``TOTAL_CHARGE_MARGIN`` (1 e) outside gets a
+        :class:`TotalChargeWarning`. Non-finite total charges always raise ``ValueError``.
     warm_start : bool
         Start each matrix-free CG solve (charges and the adjoint solve for forces) from the
         previous call's solution for the same structure (same atoms in the same order, at
@@ -452,6 +487,7 @@ class ChargeEquilibration(nn.Module):
         warm_start: bool = True,
         kspace_precision: str = "auto",
         coarse_tol: Optional[float] = DEFAULT_COARSE_TOL,
+        training_charge_range: Optional[Tuple[float, float]] = None,
     ):
         super().__init__()
         self.elements = sorted({element_number(e) for e in elements})
@@ -475,6 +511,12 @@ class ChargeEquilibration(nn.Module):
         if coarse_tol is not None and not 0.0 < coarse_tol < 1.0:
             raise ValueError(f"coarse_tol must be in (0, 1) or None, got {coarse_tol}")
         self.coarse_tol = coarse_tol
+        if training_charge_range is not None:
+            low, high = (float(x) for x in training_charge_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"training_charge_range must be (low, high) with low <= high, got {training_charge_range}")
+            training_charge_range = (low, high)
+        self.training_charge_range = training_charge_range
         self.warm_start = bool(warm_start)
         self._warm_cache: Dict[int, dict] = {}
         self.descriptor = descriptor
@@ -508,6 +550,7 @@ class ChargeEquilibration(nn.Module):
         self._last_energies: list = []  # per structure: E_QEq, or a function computing it
         self._iteration_logs: list = []
         self._coarse_logs: list = []
+        self._diagnostics: list = []
 
     def __getstate__(self):
         # the last call's results are graph tensors: not part of the model (copy, pickle, save)
@@ -515,6 +558,7 @@ class ChargeEquilibration(nn.Module):
         state["_last_energies"] = []
         state["_iteration_logs"] = []
         state["_coarse_logs"] = []
+        state["_diagnostics"] = []
         state["_warm_cache"] = {}
         return state
 
@@ -529,9 +573,15 @@ class ChargeEquilibration(nn.Module):
         state.setdefault("_last_energies", [])
         state.setdefault("_warm_cache", {})
         state.setdefault("_coarse_logs", [])
+        state.setdefault("_diagnostics", [])
         # models saved before these options existed get today's defaults
         state.setdefault("kspace_precision", "auto")
         state.setdefault("coarse_tol", DEFAULT_COARSE_TOL)
+        state.setdefault("training_charge_range", None)  # unknown for models saved before it existed
+        if "params" in state:  # models saved before the real-space cutoff switch
+            from .electrostatics import _upgraded
+
+            state["params"] = _upgraded(state["params"])
         super().__setstate__(state)
 
     def _warm_start_slot(self, s: int, numbers: torch.Tensor) -> Optional[dict]:
@@ -560,6 +610,16 @@ class ChargeEquilibration(nn.Module):
     def last_iterations(self) -> list:
         """CG iteration counts of the last call (forward solves, then adjoint solves once backward ran)."""
         return [n for log in self._iteration_logs for n in log]
+
+    @property
+    def last_diagnostics(self) -> list:
+        """One dict per structure of the last call: ``solver`` ("dense" or "matrix_free"); for
+        matrix-free ones also ``preconditioner`` (the one that produced the result: "kspace" or
+        "jacobi"), ``iterations`` (forward, then adjoint once backward ran), ``coarse_iterations``
+        and ``fallback`` (None, or why the k-space preconditioner was replaced by Jacobi; a
+        :class:`PreconditionerFallbackWarning` is issued as well)."""
+        return [dict(d, iterations=list(d["iterations"]), coarse_iterations=list(d["coarse_iterations"]))
+                if d["solver"] == "matrix_free" else dict(d) for d in self._diagnostics]
 
     @property
     def last_coarse_iterations(self) -> list:
@@ -605,8 +665,9 @@ class ChargeEquilibration(nn.Module):
         sigma = self.sigma.to(dtype)[idx]
         diag = hard + COULOMB_CONSTANT / (sigma * _SQRT_PI)
         groups, totals = constraint_groups(system)
+        self._check_total_charges(system)
         charges, energies = [], []
-        self._iteration_logs, self._coarse_logs = [], []
+        self._iteration_logs, self._coarse_logs, self._diagnostics = [], [], []
         for s in range(system.n_systems):
             a, b = int(system.ptr[s]), int(system.ptr[s + 1])
             g_local, t_local = _local_groups(groups[a:b], totals)
@@ -615,13 +676,13 @@ class ChargeEquilibration(nn.Module):
             periodic = bool(system.periodic[s])
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
-                inputs, _, _ = periodic_operator_inputs(system, graph, sigma, s, self.params)
+                inputs, _, _, params = periodic_operator_inputs(system, graph, sigma, s, self.params)
                 positions, cell, pair_i, pair_j, distances, sig = inputs
                 # the CG solve (and its adjoint) always runs in float64: in float32 the rounding
                 # noise of a large PME product stalls CG above its tolerance (seen at 8000 atoms)
                 # and can break its positive definiteness
                 tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
-                setup = _MatrixFreeSetup(pair_i, pair_j, self.params, self.periodic_method, g_local,
+                setup = _MatrixFreeSetup(pair_i, pair_j, params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b]), self._kspace_dtype(),
                                          self.coarse_tol)
@@ -630,8 +691,9 @@ class ChargeEquilibration(nn.Module):
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
                 self._iteration_logs.append(setup.iterations)
                 self._coarse_logs.append(setup.coarse_iterations)
+                self._diagnostics.append(setup.record)
                 # E_QEq costs one more (differentiable) PME product: computed only when asked for
-                energy = functools.partial(_matrix_free_energy, inputs, self.params, self.periodic_method,
+                energy = functools.partial(_matrix_free_energy, inputs, params, self.periodic_method,
                                            chi[a:b], diag[a:b], q)
             else:
                 if periodic:
@@ -640,10 +702,33 @@ class ChargeEquilibration(nn.Module):
                 else:
                     c = direct_coulomb_matrix(system.positions[a:b], sigma[a:b])
                 q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
+                self._diagnostics.append({"solver": "dense"})
             charges.append(q)
             energies.append(energy)
         self._last_energies = energies
         return torch.cat(charges), sigma
+
+    def _check_total_charges(self, system: AtomicSystem) -> None:
+        """``ValueError`` for a non-finite total or fragment charge; :class:`TotalChargeWarning` for
+        a total charge more than ``TOTAL_CHARGE_MARGIN`` e outside :attr:`training_charge_range`."""
+        totals = system.charge.detach()
+        if not bool(torch.isfinite(totals).all()):
+            s = int(torch.nonzero(~torch.isfinite(totals)).flatten()[0])
+            raise ValueError(f'structure {s}: the total charge (atoms.info["charge"]) is {float(totals[s])}; '
+                             "it must be a finite number of elementary charges")
+        if system.fragment_charges is not None and not bool(torch.isfinite(system.fragment_charges).all()):
+            raise ValueError('fragment charges (atoms.info["fragment_charges"]) must be finite numbers, got '
+                             f"{system.fragment_charges.tolist()}")
+        known = getattr(self, "training_charge_range", None)
+        if known is not None:
+            low, high = known
+            outside = (totals < low - TOTAL_CHARGE_MARGIN) | (totals > high + TOTAL_CHARGE_MARGIN)
+            if bool(outside.any()):
+                s = int(torch.nonzero(outside).flatten()[0])
+                warnings.warn(
+                    f'structure {s}: total charge {float(totals[s]):g} e (atoms.info["charge"]) is far outside the '
+                    f"total charges of the training data ({low:g} to {high:g} e): the charges and energies are an "
+                    "extrapolation", TotalChargeWarning, stacklevel=3)
 
     @property
     def last_energy(self) -> Optional[torch.Tensor]:

@@ -6,6 +6,7 @@ axis.  Units: positions and cells in Å, charges in elementary charges e.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Iterable, Optional, Sequence
 
@@ -22,6 +23,20 @@ MIN_CELL_HEIGHT = 0.1
 #: most periodic cell images a neighbour search may need (a 1 Å cell at a 10 Å cutoff needs
 #: 21^3 = 9261); beyond, the search would take minutes to hours
 MAX_PERIODIC_IMAGES = 1e6
+
+
+def _total_charge(info: dict) -> float:
+    """``info["charge"]`` (e, default 0) as a float; ``ValueError`` naming the key when it is not a
+    finite number (e.g. ``"abc"``, None, NaN or inf)."""
+    value = info.get("charge", 0.0)
+    try:
+        charge = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'atoms.info["charge"] must be a number (the total charge in e), got {value!r}; '
+                         'set it to e.g. 0 or 1, or delete it for a neutral structure') from None
+    if not math.isfinite(charge):
+        raise ValueError(f'atoms.info["charge"] must be a finite number (the total charge in e), got {value!r}')
+    return charge
 
 
 @dataclass
@@ -110,7 +125,7 @@ class AtomicSystem:
             numbers=torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long, device=device),
             cell=torch.as_tensor(cell, dtype=dtype, device=device).unsqueeze(0),
             pbc=torch.as_tensor(pbc, device=device).unsqueeze(0),
-            charge=torch.tensor([float(atoms.info.get("charge", 0.0))], dtype=dtype, device=device),
+            charge=torch.tensor([_total_charge(atoms.info)], dtype=dtype, device=device),
             batch=torch.zeros(n, dtype=torch.long, device=device),
             ptr=torch.tensor([0, n], dtype=torch.long, device=device),
             initial_charges=initial,

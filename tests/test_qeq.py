@@ -622,3 +622,183 @@ def test_hardness_parametrisation_and_old_state_dicts():
     old["raw_hardness"] = torch.log(torch.expm1(torch.tensor([2.0, 3.0], dtype=torch.float64)))  # softplus^-1
     qeq.load_state_dict(old)
     torch.testing.assert_close(qeq.hardness, torch.tensor([2.0, 3.0], dtype=torch.float64), rtol=1e-13, atol=0)
+
+# ---------------------------------------------------------------------------- preconditioner on liquids
+def _shipped_melt_frames():
+    from hybridpot.data import load_molten_nacl
+
+    return [a for a in load_molten_nacl() if str(a.info.get("source", "")).startswith("model md")]
+
+
+def _liquid_boxes():
+    """Disordered periodic boxes: shipped melt frames (model MD, 64 atoms, 1200-2500 K), a
+    replicated and rattled melt, uniformly random positions, and a box whose atoms crowd into
+    one half (empty mesh regions)."""
+    rng = np.random.default_rng(7)
+    frames = _shipped_melt_frames()
+    boxes = [frames[0], frames[15], frames[-1]]
+    big = frames[3].repeat((2, 1, 1))
+    big.positions += rng.normal(scale=0.2, size=big.positions.shape)
+    boxes.append(big)
+    for fraction in (1.0, 0.5):
+        n, length = 64, 13.0
+        pos = []
+        while len(pos) < n:  # random positions, no two closer than 1.8 Å (minimum image)
+            p = rng.uniform(0, length, 3) * np.array([fraction, 1.0, 1.0])
+            if all(np.linalg.norm((p - q) - length * np.round((p - q) / length)) > 1.8 for q in pos):
+                pos.append(p)
+        boxes.append(Atoms(numbers=[11, 17] * (n // 2), positions=pos, cell=[length] * 3, pbc=True))
+    return boxes
+
+
+@pytest.mark.parametrize("kspace_dtype", [None, torch.float32])
+def test_kspace_preconditioner_spd_on_liquid_boxes(kspace_dtype):
+    """Dense check: the preconditioner matrix is symmetric with smallest eigenvalue > 0 on every
+    disordered box (the former form was indefinite on such boxes), in float64 and with the
+    float32 k-space part; and its eigenvalues stay within the proven bounds
+    ``[(1 - max g)/max(diag), 1/min(diag)]``."""
+    from hybridpot.electrostatics import PRECONDITIONER_MAX_FILTER, EwaldParameters, periodic_operator
+
+    for atoms in _liquid_boxes():
+        system = hp.AtomicSystem.from_ase(atoms)
+        graph = graph_of(system, 9.0)
+        sigma = torch.where(system.numbers == 11, 0.917, 0.834).double()
+        diag = torch.where(system.numbers == 11, 1.42, 1.40).double() + KE / (sigma * math.sqrt(math.pi))
+        op, _, _ = periodic_operator(system, graph, sigma, 0, EwaldParameters.for_accuracy(1e-6, 9.0), "pme")
+        op.kspace_dtype = kspace_dtype
+        prec = op.kspace_preconditioner(diag)
+        with torch.no_grad():
+            m = torch.stack([prec(e) for e in torch.eye(system.n_atoms, dtype=torch.float64)])
+        asym = float((m - m.T).abs().max() / m.abs().max())
+        assert asym < (1e-6 if kspace_dtype is torch.float32 else 1e-12), asym
+        eig = torch.linalg.eigvalsh(0.5 * (m + m.T))
+        assert float(eig[0]) >= (1.0 - PRECONDITIONER_MAX_FILTER) / float(diag.max()) * (1 - 1e-6), float(eig[0])
+        assert float(eig[0]) > 0.0
+        assert float(eig[-1]) <= 1.0 / float(diag.min()) * (1 + 1e-6)
+        # and it does something: the smallest eigenvalue is far below Jacobi's
+        assert float(eig[0]) < 0.5 / float(diag.max())
+
+
+def test_kspace_preconditioner_iterations_do_not_grow_on_melts():
+    """CG with the k-space preconditioner on shipped-model melt boxes replicated 1, 2^3 and 3^3
+    times (64, 512 and 1728 atoms, rattled so the replicas differ): no fallback, iterations
+    roughly constant with N, while Jacobi's grow."""
+    from hybridpot.electrostatics import EwaldParameters, periodic_operator
+    from hybridpot.qeq import PreconditionerFallbackWarning
+
+    frame = _shipped_melt_frames()[0]
+    rng = np.random.default_rng(3)
+    counts = {}
+    for k in (1, 2, 3):
+        atoms = frame.repeat((k, k, k))
+        atoms.positions += rng.normal(scale=0.2, size=atoms.positions.shape)
+        system = hp.AtomicSystem.from_ase(atoms)
+        graph = graph_of(system, 8.0)
+        sigma = torch.where(system.numbers == 11, 0.917, 0.834).double()
+        diag = torch.where(system.numbers == 11, 1.42, 1.40).double() + KE / (sigma * math.sqrt(math.pi))
+        op, _, _ = periodic_operator(system, graph, sigma, 0, EwaldParameters.for_accuracy(1e-4, 8.0), "pme")
+        chi = torch.where(system.numbers == 11, -1.0, 1.0).double()
+        groups = torch.zeros(system.n_atoms, dtype=torch.long)
+        with torch.no_grad(), warnings_as_errors(PreconditionerFallbackWarning):
+            matvec = lambda v: op.matvec(v) + diag * v  # noqa: E731
+            _, n_kspace, _ = projected_cg(matvec, -chi, groups, 1, op.kspace_preconditioner(diag), 1e-8, 500)
+            _, n_jacobi, _ = projected_cg(matvec, -chi, groups, 1, 1.0 / diag, 1e-8, 500)
+        counts[system.n_atoms] = (n_kspace, n_jacobi)
+    (k64, j64), (k512, j512), (k1728, j1728) = counts[64], counts[512], counts[1728]
+    assert k1728 <= k64 + 4 and k512 <= k64 + 4, counts
+    assert j1728 > j64 + 10, counts  # (the problem the preconditioner solves)
+    assert k1728 < 0.5 * j1728, counts
+
+
+def warnings_as_errors(category):
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def manager():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", category)
+            yield
+
+    return manager()
+
+
+def test_preconditioner_failure_warns_and_is_reported(monkeypatch):
+    """If the k-space preconditioner ever fails (here: replaced by an indefinite one), the solve is
+    redone with Jacobi, a PreconditionerFallbackWarning says so, and last_diagnostics records it;
+    the charges are those of the Jacobi solve."""
+    from hybridpot.electrostatics import PeriodicCoulomb
+    from hybridpot.qeq import PreconditionerFallbackWarning
+
+    atoms = jittered_nacl(6, seed=2)
+    system = hp.AtomicSystem.from_ase(atoms)
+    graph = graph_of(system, 10.0)
+    reference = make_qeq(solver="matrix_free", preconditioner="jacobi", accuracy=1e-5, cg_tol=1e-10)
+    with torch.no_grad():
+        q_ref, _ = reference(system, graph)
+    assert reference.last_diagnostics == [{"solver": "matrix_free", "preconditioner": "jacobi",
+                                           "iterations": reference.last_iterations, "coarse_iterations": [],
+                                           "fallback": None}]
+    monkeypatch.setattr(PeriodicCoulomb, "kspace_preconditioner", lambda self, diag: (lambda r: -r / diag))
+    qeq = make_qeq(solver="matrix_free", preconditioner="kspace", accuracy=1e-5, cg_tol=1e-10, coarse_tol=None)
+    with torch.no_grad(), pytest.warns(PreconditionerFallbackWarning, match="preconditioner='jacobi'"):
+        q, _ = qeq(system, graph)
+    assert torch.allclose(q, q_ref, atol=1e-9)
+    (diagnostics,) = qeq.last_diagnostics
+    assert diagnostics["preconditioner"] == "jacobi"
+    assert "not positive definite" in diagnostics["fallback"]
+
+
+# ---------------------------------------------------------------------------- total charge
+@pytest.mark.parametrize("value", ["abc", None, float("nan"), float("inf"), [1, 2]])
+def test_bad_total_charge_is_a_clear_error(value):
+    atoms = jittered_nacl(2)
+    atoms.info["charge"] = value
+    with pytest.raises(ValueError, match=r'atoms.info\["charge"\]'):
+        hp.AtomicSystem.from_ase(atoms)
+
+
+def test_non_finite_total_charge_in_a_system_is_a_clear_error():
+    atoms = Atoms("NaCl", positions=[[0, 0, 0], [2.5, 0, 0]])
+    system = hp.AtomicSystem.from_ase(atoms)
+    system.charge = torch.tensor([float("nan")], dtype=torch.float64)
+    qeq = make_qeq()
+    with pytest.raises(ValueError, match=r'total charge \(atoms.info\["charge"\]\) is nan'):
+        qeq(system, graph_of(system, qeq.cutoff))
+
+
+def test_total_charge_far_outside_training_data_warns():
+    from hybridpot.qeq import TotalChargeWarning
+
+    atoms = Atoms("Na2Cl", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.6, 0]])
+    qeq = make_qeq(training_charge_range=(0.0, 1.0))
+    for charge, warns in ((1.0, False), (1.9, False), (1e6, True), (-3.0, True)):
+        atoms.info["charge"] = charge
+        system = hp.AtomicSystem.from_ase(atoms)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            q, _ = qeq(system, graph_of(system, qeq.cutoff))
+        flagged = [w for w in caught if issubclass(w.category, TotalChargeWarning)]
+        assert bool(flagged) == warns, (charge, [str(w.message) for w in caught])
+        if warns:
+            assert "far outside the total charges of the training data (0 to 1 e)" in str(flagged[0].message)
+        assert float(q.sum()) == pytest.approx(charge, rel=1e-9)
+    with pytest.raises(ValueError, match="training_charge_range"):
+        make_qeq(training_charge_range=(1.0, 0.0))
+
+
+def test_qeq_in_a_dilute_periodic_box_matches_the_isolated_pair():
+    """Two atoms in a 600 Å periodic box (Ewald parameters follow the density, not the box): the
+    QEq charges equal the isolated pair's up to the tiny image (tin-foil dipole) term."""
+    positions = [[1.0, 2.0, 3.0], [3.6, 2.0, 3.0]]
+    qeq = make_qeq()
+    charges = {}
+    for pbc in (False, True):
+        atoms = Atoms("NaCl", positions=positions, cell=[600.0] * 3, pbc=pbc)
+        system = hp.AtomicSystem.from_ase(atoms)
+        with torch.no_grad():
+            charges[pbc], _ = qeq(system, graph_of(system, qeq.cutoff))
+    assert torch.allclose(charges[True], charges[False], atol=1e-6), charges
+    assert float(charges[False][0].abs()) > 0.05  # a real charge transfer was compared

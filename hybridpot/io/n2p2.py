@@ -314,6 +314,7 @@ def from_n2p2(
     dtype: torch.dtype = torch.float64,
     accuracy: float = 1e-8,
     overrides: Optional[Dict[str, str]] = None,
+    ewald: str = "converged",
 ) -> HybridPotential:
     """Build a :class:`HybridPotential` equal to an n2p2 potential.
 
@@ -332,8 +333,16 @@ def from_n2p2(
     dtype : torch.dtype
         Parameter dtype (float64 reproduces n2p2 to rounding).
     accuracy : float
-        4G, periodic structures: relative accuracy of the Ewald/PME sums (n2p2's own
-        ``ewald_prec`` truncation is not reproduced; converged sums are used instead).
+        4G, periodic structures, ``ewald="converged"``: relative accuracy of the Ewald/PME sums.
+        The real-space cutoff is 10 Å or, when the widest Gaussian needs more, the least cutoff
+        that fits it at this accuracy (:func:`hybridpot.electrostatics.minimum_real_space_cutoff`).
+    ewald : {"converged", "n2p2"}
+        4G, periodic structures: ``"converged"`` sums to ``accuracy`` (the physical result), or
+        ``"n2p2"``: n2p2's own truncation from the file's ``ewald_prec`` and
+        ``ewald_truncation_error_method`` (:class:`hybridpot.electrostatics.N2p2EwaldTruncation`,
+        Ewald sums with n2p2's per-structure eta, real-space and k-space cutoffs), which
+        reproduces n2p2's outputs at that setting (e.g. its stock ``ewald_prec 1.e-5``, 3e-8
+        relative away from the converged energies of the H2O_RPBE-D3_4G example).
     overrides : dict, optional
         ``input.nn`` keywords to replace, e.g. ``{"global_nodes_short": "10 10"}`` where a
         directory's settings and weight files disagree (n2p2 does not check the number of
@@ -414,16 +423,38 @@ def from_n2p2(
                 "4G potentials are imported with units='ase' (hybridpot's electrostatics work in Å, eV and e); "
                 "give file_units for the files' units"
             )
+        if ewald not in ("converged", "n2p2"):
+            raise ValueError(f"ewald must be 'converged' or 'n2p2', got {ewald!r}")
         charges, electrostatics = _build_4g_terms(settings, directory, desc, zs, length_unit, energy_unit,
-                                                  normalize_nodes, accuracy)
+                                                  normalize_nodes, accuracy, ewald)
     model = HybridPotential(short_range=short, charges=charges, electrostatics=electrostatics)
     return model.to(dtype)
 
 
 # ----------------------------------------------------------------------------- 4G terms
+def _ewald_truncation(settings: N2P2Settings, max_sigma: float, length_unit: float):
+    """n2p2's ``ewald_truncation_error_method`` / ``ewald_prec`` as an N2p2EwaldTruncation."""
+    from ..electrostatics import N2p2EwaldTruncation
+
+    method = int(settings.get("ewald_truncation_error_method", "0"))
+    if not settings.has("ewald_prec"):
+        raise ValueError(f"{settings.path}: ewald='n2p2' needs the ewald_prec keyword (n2p2 requires it for "
+                         "periodic 4G structures)")
+    args = [float(w) for w in settings.get("ewald_prec").split()]
+    if (method == 0 and len(args) != 1) or (method == 1 and not 1 <= len(args) <= 3) or method not in (0, 1):
+        raise ValueError(f"{settings.path}: ewald_prec {settings.get('ewald_prec')!r} does not fit "
+                         f"ewald_truncation_error_method {method} (0: one value; 1: precision [max_charge [r_cut]])")
+    return N2p2EwaldTruncation(method=method, precision=args[0], max_charge=args[1] if len(args) > 1 else 1.0,
+                               max_sigma=max_sigma, fixed_cutoff=args[2] if len(args) > 2 else None,
+                               length_unit=length_unit)
+
+
 def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunctions, zs: Sequence[int],
-                    length_unit: float, energy_unit: float, normalize_nodes: bool, accuracy: float):
-    from ..electrostatics import Electrostatics
+                    length_unit: float, energy_unit: float, normalize_nodes: bool, accuracy: float,
+                    ewald: str = "converged"):
+    import dataclasses
+
+    from ..electrostatics import Electrostatics, minimum_real_space_cutoff
     from ..qeq import ChargeEquilibration
 
     four_pi_eps = float(settings.get("four_pi_epsilon", "1.0"))
@@ -443,9 +474,12 @@ def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunct
             raise ValueError(f"{path}: hardness {values[0]} must be positive")
         hardness[z] = values[0] * energy_unit  # (energy/e^2): charges are in e in both unit systems
     nodes, hidden_acts, out_act = _topology(settings, "_electrostatic")
+    # the real-space cutoff must fit the widest Gaussian (the AlAuMgO_4G example has 2.27 Å)
+    max_sigma = max(widths[z] for z in zs)
+    real_space_cutoff = max(10.0, minimum_real_space_cutoff(max_sigma * length_unit, accuracy))
     qeq = ChargeEquilibration(zs, desc, hidden=nodes, activation=hidden_acts, solver="dense",
                               hardness=hardness, sigma={z: widths[z] * length_unit for z in zs}, learn_sigma=False,
-                              accuracy=accuracy)
+                              accuracy=accuracy, real_space_cutoff=real_space_cutoff)
     qeq.nets = ElementNets(zs, qeq.nets.n_inputs, hidden=nodes, activation=hidden_acts, output_activation=out_act)
     qeq = qeq.to(torch.float64)
     for z in zs:
@@ -457,4 +491,14 @@ def _build_4g_terms(settings: N2P2Settings, directory: Path, desc: SymmetryFunct
         words = settings.get("screen_electrostatics").split()
         core = words[2] if len(words) > 2 else "c"
         screening = (float(words[0]) * length_unit, float(words[1]) * length_unit, core)
-    return qeq, Electrostatics(method="auto", accuracy=accuracy, screening=screening)
+    electrostatics = Electrostatics(method="auto", accuracy=accuracy, screening=screening,
+                                    real_space_cutoff=real_space_cutoff)
+    if ewald == "n2p2":
+        # n2p2's truncated Ewald sums (per structure); an explicit Ewald sum like n2p2's
+        truncation = _ewald_truncation(settings, max_sigma, length_unit)
+        for term in (qeq, electrostatics):
+            term.params = dataclasses.replace(term.params, truncation=truncation)
+        electrostatics.method = "ewald"
+        qeq.periodic_method = "ewald"
+        qeq.preconditioner = "jacobi"
+    return qeq, electrostatics
