@@ -88,6 +88,8 @@ class KernelPlan:
     pair_slot: np.ndarray
     pair_first: np.ndarray
     ang_rc_max: np.ndarray
+    ang_jk_limit: np.ndarray
+    wang_jk_limit: np.ndarray
     slot_features: np.ndarray
     key: tuple
 
@@ -96,7 +98,8 @@ class KernelPlan:
         cache = self.__dict__.setdefault("_device_cache", {})
         if device not in cache:
             names = ("rc_table", "fpar", "ipar", "rad_off", "rad_fn", "wrad_off", "wrad_fn", "ang_off", "ang_fn",
-                     "wang_off", "wang_fn", "pair_slot", "pair_first", "ang_rc_max", "slot_features")
+                     "wang_off", "wang_fn", "pair_slot", "pair_first", "ang_rc_max", "ang_jk_limit", "wang_jk_limit",
+                     "slot_features")
             cache[device] = {n: torch.from_numpy(getattr(self, n)).to(device) for n in names}
         return cache[device]
 
@@ -130,6 +133,8 @@ def build_plan(desc) -> KernelPlan:
     wang_lists = [[] for _ in range(n_el)]
     slot_lists = [[[] for _ in range(n_el)] for _ in range(n_el)]  # [centre][neighbour element] -> features
     ang_rc_max = np.zeros(n_el)
+    ang_jk_limit = np.zeros(n_el * n_pairs)
+    wang_jk_limit = np.zeros(n_el)
     for c, z in enumerate(elements):
         own = [f for f in desc.functions if f.center == z]
         # weighted functions first, in every neighbour element's slot list (slot independent of e)
@@ -163,11 +168,16 @@ def build_plan(desc) -> KernelPlan:
                 (wrad_lists[c] if f.is_weighted else rad_lists[c * n_el + slot[f.neighbors[0]]]).append((order, fn))
             else:
                 ang_rc_max[c] = max(ang_rc_max[c], f.r_cut)
+                # narrow functions (3, 21, 24) vanish for r_jk >= r_c; wide ones never do
+                jk = f.r_cut if f.type in (3, 21, 24) else np.inf
                 if f.is_weighted:
                     wang_lists[c].append((order, fn))
+                    wang_jk_limit[c] = max(wang_jk_limit[c], jk)
                 else:
                     a, b = (slot[x] for x in f.neighbors)
-                    ang_lists[c * n_pairs + pair_slot[a, b]].append((order, fn))
+                    ch = c * n_pairs + pair_slot[a, b]
+                    ang_lists[ch].append((order, fn))
+                    ang_jk_limit[ch] = max(ang_jk_limit[ch], jk)
 
     def csr(lists):
         off = np.zeros(len(lists) + 1, dtype=np.int64)
@@ -194,7 +204,7 @@ def build_plan(desc) -> KernelPlan:
         ipar=np.asarray(irows, dtype=np.int64).reshape(-1, N_INT_PARAMS),
         rad_off=rad_off, rad_fn=rad_fn, wrad_off=wrad_off, wrad_fn=wrad_fn, ang_off=ang_off, ang_fn=ang_fn,
         wang_off=wang_off, wang_fn=wang_fn, pair_slot=pair_slot, pair_first=np.asarray(pair_first, dtype=np.int64),
-        ang_rc_max=ang_rc_max, slot_features=slot_features, key=key,
+        ang_rc_max=ang_rc_max, ang_jk_limit=ang_jk_limit, wang_jk_limit=wang_jk_limit, slot_features=slot_features, key=key,
     )
     desc.__dict__["_kernel_plan"] = plan
     return plan
@@ -202,28 +212,40 @@ def build_plan(desc) -> KernelPlan:
 
 @dataclass
 class PairLayout:
-    """Pairs of one call sorted by centre: CSR offsets and per-pair element data."""
+    """Pairs of one call sorted by centre: CSR offsets and per-pair element data.
+
+    Sorted pair ``p`` is pair ``order[p]`` of the graph; the kernels read ``vectors``
+    (sorted, detached) and gradients are written back in the graph's order.
+    """
 
     offsets: torch.Tensor  # [N + 1] int64
     centers: torch.Tensor  # [M] int64, sorted
-    center_slot: torch.Tensor  # [N] int64
+    center_slot: torch.Tensor  # [N] int64 (element slot of every atom)
     neighbor_slot: torch.Tensor  # [M] int64
     neighbor_z: torch.Tensor  # [M] int64
-    order: Optional[torch.Tensor]  # permutation applied to the graph's pairs (None: already sorted)
+    order: torch.Tensor  # [M] int64
     neighbors: torch.Tensor  # [M] int64, j of each sorted pair
+    vectors: torch.Tensor  # [M, 3] sorted pair vectors (no autograd history)
 
 
 def pair_layout(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> PairLayout:
+    """Sort the graph's pairs by centre (stable) and collect the element data the kernels need."""
     i, j = graph.i, graph.j
     n_atoms = numbers.shape[0]
-    order = None
-    if i.numel() > 1 and not bool((i[1:] >= i[:-1]).all()):
-        order = torch.argsort(i, stable=True)
-        i, j = i[order], j[order]
+    vectors = graph.vectors.detach()
+    if i.device.type == "cpu":
+        from .kernels import sort_by_centre
+
+        out = sort_by_centre(i.numpy(), j.numpy(), vectors.contiguous().numpy(), slots.numpy(),
+                             numbers.long().numpy(), n_atoms)
+        order, offsets, vec, nslot, nz, centers, neighbors = (torch.from_numpy(x) for x in out)
+        return PairLayout(offsets, centers, slots, nslot, nz, order, neighbors, vec)
+    order = torch.argsort(i, stable=True)
     counts = torch.bincount(i, minlength=n_atoms)
     offsets = torch.zeros(n_atoms + 1, dtype=torch.long, device=i.device)
     offsets[1:] = torch.cumsum(counts, 0)
-    return PairLayout(offsets, i, slots, slots[j], numbers[j].long(), order, j)
+    i, j = i[order], j[order]
+    return PairLayout(offsets, i, slots, slots[j], numbers[j].long(), order, j, vectors[order].contiguous())
 
 
 def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_dG: bool):
@@ -241,7 +263,7 @@ def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_d
                            layout.neighbor_z.numpy(), plan.n_el, plan.n_pairs, plan.cut_kind, plan.cut_alpha,
                            plan.rc_table, plan.fpar, plan.ipar, plan.rad_off, plan.rad_fn, plan.wrad_off, plan.wrad_fn,
                            plan.ang_off, plan.ang_fn, plan.wang_off, plan.wang_fn, plan.pair_slot, plan.pair_first,
-                           plan.ang_rc_max, G, dG, want_dG)
+                           plan.ang_rc_max, plan.ang_jk_limit, plan.wang_jk_limit, G, dG, want_dG)
     G_t = torch.from_numpy(G)
     dG_t = torch.from_numpy(dG) if want_dG else None
     if vectors.dtype != torch.float64:  # sums are accumulated in float64; results in the input dtype
@@ -259,7 +281,7 @@ def _run(plan, vectors, layout, want_dG):
 
 
 def _contract(grad_G: torch.Tensor, dG: torch.Tensor, plan: KernelPlan, layout: PairLayout) -> torch.Tensor:
-    """``dE/dr_p`` from ``dE/dG`` ``[N, F]`` and ``dG`` ``[M, W, 3]``."""
+    """``dE/dr_p`` ``[M, 3]`` in the graph's pair order, from ``dE/dG`` ``[N, F]`` and ``dG`` ``[M, W, 3]``."""
     if torch.is_grad_enabled() or grad_G.device.type != "cpu":
         # recorded (create_graph) or on a GPU: torch operations, differentiable in grad_G and dG
         arrays = plan.device_arrays(grad_G.device)
@@ -267,12 +289,14 @@ def _contract(grad_G: torch.Tensor, dG: torch.Tensor, plan: KernelPlan, layout: 
         padded = torch.cat([grad_G, grad_G.new_zeros(grad_G.shape[0], 1)], dim=1)  # column -1 -> zero
         index = torch.where(index < 0, torch.full_like(index, grad_G.shape[1]), index)
         g = padded[layout.centers.unsqueeze(1), index]  # [M, W]
-        return torch.einsum("pw,pwc->pc", g, dG)
+        sorted_grad = torch.einsum("pw,pwc->pc", g, dG)
+        return torch.zeros_like(sorted_grad).index_copy(0, layout.order, sorted_grad)
     from .kernels import contract_cpu
 
     out = np.empty((dG.shape[0], 3), dtype=dG.numpy().dtype)
     contract_cpu(grad_G.detach().contiguous().numpy(), dG.numpy(), layout.offsets.numpy(),
-                 layout.center_slot.numpy(), layout.neighbor_slot.numpy(), plan.slot_features, plan.n_el, out)
+                 layout.center_slot.numpy(), layout.neighbor_slot.numpy(), plan.slot_features, plan.n_el,
+                 layout.order.numpy(), out)
     return torch.from_numpy(out)
 
 
@@ -288,7 +312,8 @@ def _second_derivative_fallback(desc, numbers, layout: PairLayout, vectors: torc
 
     plan = build_plan(desc)
     with torch.enable_grad():
-        v = vectors.detach().requires_grad_(True)
+        v_graph = vectors.detach().requires_grad_(True)  # graph order
+        v = v_graph.index_select(0, layout.order)  # sorted by centre
         dist = v.norm(dim=1)
         zeros = torch.zeros(v.shape[0], 3, dtype=torch.long, device=v.device)
         graph = Graph(None, None, layout.centers, layout.neighbors, zeros, v, dist, float(desc.cutoff))
@@ -300,11 +325,11 @@ def _second_derivative_fallback(desc, numbers, layout: PairLayout, vectors: torc
             weight = (grad_dG * (index == f).unsqueeze(2).to(grad_dG.dtype)).sum(1)  # [M, 3]
             if not bool(weight.any()):
                 continue
-            (dGf,) = torch.autograd.grad(G[:, f].sum(), v, create_graph=True)
+            (dGf,) = torch.autograd.grad(G[:, f].sum(), v, create_graph=True)  # [M, 3] sorted
             total = total + (weight * dGf).sum()
         if not total.requires_grad:
             return torch.zeros_like(vectors)
-        (grad_v,) = torch.autograd.grad(total, v, create_graph=torch.is_grad_enabled())
+        (grad_v,) = torch.autograd.grad(total, v_graph, create_graph=torch.is_grad_enabled())
     return grad_v
 
 
@@ -313,7 +338,8 @@ class SymmetryFunctionsKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, vectors, desc, numbers, plan, layout):
-        G, dG = _run(plan, vectors, layout, want_dG=True)
+        # vectors: the graph's pair vectors (graph order); the kernel reads layout.vectors
+        G, dG = _run(plan, layout.vectors, layout, want_dG=True)
         ctx.set_materialize_grads(False)
         ctx.desc, ctx.numbers, ctx.plan, ctx.layout = desc, numbers, plan, layout
         ctx.save_for_backward(vectors, dG)
@@ -333,13 +359,12 @@ class SymmetryFunctionsKernel(torch.autograd.Function):
 
 def kernel_features(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> torch.Tensor:
     """Raw features ``[N, F_max]`` of ``graph`` (pairs within ``desc.cutoff``) by the compiled kernels."""
+    if graph.vectors.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"symmetry-function kernels need float32 or float64 vectors, got {graph.vectors.dtype}")
     plan = build_plan(desc)
     layout = pair_layout(desc, numbers, slots, graph)
-    vectors = graph.vectors if layout.order is None else graph.vectors.index_select(0, layout.order)
-    if vectors.device.type == "cpu" and vectors.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"symmetry-function kernels need float32 or float64 vectors, got {vectors.dtype}")
-    if torch.is_grad_enabled() and vectors.requires_grad:
-        G, _ = SymmetryFunctionsKernel.apply(vectors, desc, numbers, plan, layout)
+    if torch.is_grad_enabled() and graph.vectors.requires_grad:
+        G, _ = SymmetryFunctionsKernel.apply(graph.vectors, desc, numbers, plan, layout)
         return G
-    G, _ = _run(plan, vectors.detach(), layout, want_dG=False)
+    G, _ = _run(plan, layout.vectors, layout, want_dG=False)
     return G

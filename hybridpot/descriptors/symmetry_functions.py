@@ -370,7 +370,9 @@ class SymmetryFunctions(nn.Module):
         if self.resolved_engine(graph.vectors.device) == "kernel":
             from .engine import kernel_features
 
-            features = kernel_features(self, numbers, slots, graph.within(self.cutoff))
+            # a graph built for this cutoff holds no farther pairs: within() would only copy
+            sub = graph if graph.cutoff <= self.cutoff else graph.within(self.cutoff)
+            features = kernel_features(self, numbers, slots, sub)
         else:
             features = self._reference_raw(numbers, graph, slots=slots)
         if scaled and self.scaling_mode != "none":
