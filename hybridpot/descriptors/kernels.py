@@ -247,7 +247,9 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
             inv_rk = 1.0 / rk
             inv_rjk = 1.0 / rjk if rjk > 0.0 else 0.0
             inv_rjrk = inv_rj * inv_rk
-            cos = (xj * xk + yj * yk + zj * zk) * inv_rjrk
+            # dot / (rj rk) (not dot * (1/rj) (1/rk)): the rounding of the torch reference, which
+            # matters where a compact core is evaluated close to its root
+            cos = (xj * xk + yj * yk + zj * zk) / (rj * rk)
             # d cos / d r_j = r_k / (rj rk) - cos r_j / rj^2 (and j <-> k)
             cj = cos * inv_rj * inv_rj
             ck = cos * inv_rk * inv_rk
@@ -480,3 +482,41 @@ def sort_by_centre(centers, neighbors, vectors, atom_slot, atom_z, n_atoms):
         sorted_centers[q] = c
         sorted_neighbors[q] = j
     return order, offsets, sorted_vectors, neighbor_slot, neighbor_z, sorted_centers, sorted_neighbors
+
+
+def _flush_stale_caches() -> None:
+    """Drop numba's on-disk kernels when a source they inline has changed.
+
+    Why: numba's cache (``cache=True``) is keyed by this file's time stamp only, so an edit
+    of :mod:`hybridpot.polynomials`, :mod:`hybridpot.cutoff` or the families' constants
+    would silently keep the old compiled code (seen while developing: the kernels kept an
+    old polynomial form). A digest of all those sources is stored beside the cache; when it
+    differs, the cache is flushed and the kernels compile once more.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from .. import cutoff, polynomials
+    from . import families
+
+    digest = hashlib.sha256()
+    for module in (polynomials, cutoff, families):
+        digest.update(Path(module.__file__).read_bytes())
+    stamp = digest.hexdigest()
+    for dispatcher in (symmetry_functions_cpu, contract_cpu, sort_by_centre):
+        cache = getattr(dispatcher, "_cache", None)
+        path = getattr(cache, "_cache_path", None)
+        if cache is None or path is None:  # pragma: no cover  (numba internals moved)
+            continue
+        mark = Path(path) / f"{dispatcher.__name__}.sources"
+        try:
+            if mark.exists() and mark.read_text() == stamp:
+                continue
+            cache.flush()
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_text(stamp)
+        except OSError:  # read-only installation: numba then caches elsewhere or not at all
+            pass
+
+
+_flush_stale_caches()
