@@ -14,6 +14,10 @@ With ``x = (r - alpha r_c) / (r_c - alpha r_c)``, ``f_c = 1`` for ``r < alpha r_
  7   poly3    (x (x (20x - 70) + 84) - 35) x^4 + 1
  8   poly4    (x (x ((315 - 70x) x - 540) + 420) - 126) x^5 + 1
 ===  =======  ===========================================================
+
+Types 5-8 are the step polynomials of :mod:`hybridpot.polynomials`. :func:`cutoff_function`
+works on tensors (the torch reference path); :func:`cutoff_fdf` is the scalar value and
+derivative compiled into the symmetry-function kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import math
 
 import torch
 
-__all__ = ["cutoff_function", "CUTOFF_TYPES", "cutoff_type_number"]
+from .polynomials import _jitable, polynomial_step, polynomial_step_fdf
+
+__all__ = ["cutoff_function", "cutoff_fdf", "CUTOFF_TYPES", "cutoff_type_number"]
 
 CUTOFF_TYPES = {0: "hard", 1: "cos", 2: "tanhu", 3: "tanh", 4: "exp", 5: "poly1", 6: "poly2", 7: "poly3", 8: "poly4"}
 _TANH_NORM = 1.0 / math.tanh(1.0) ** 3
@@ -46,14 +52,8 @@ def _core(x: torch.Tensor, kind: int) -> torch.Tensor:
     if kind == 4:
         # exp(1 - 1/(1 - x^2)); x < 1 is guaranteed by the caller's masking
         return torch.exp(1.0 - 1.0 / (1.0 - x * x))
-    if kind == 5:
-        return (2.0 * x - 3.0) * x * x + 1.0
-    if kind == 6:
-        return ((15.0 - 6.0 * x) * x - 10.0) * x**3 + 1.0
-    if kind == 7:
-        return (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x**4 + 1.0
-    if kind == 8:
-        return (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x**5 + 1.0
+    if 5 <= kind <= 8:
+        return polynomial_step(x, kind - 4)
     raise ValueError(f"unknown cutoff type {kind}")
 
 
@@ -93,3 +93,32 @@ def cutoff_function(r: torch.Tensor, r_cut, cutoff_type: int = 2, alpha: float =
     value = _core(x_safe, kind)
     value = torch.where(x > 0, value, torch.ones_like(value))
     return torch.where(inside, value, torch.zeros_like(value))
+
+
+@_jitable
+def cutoff_fdf(r: float, r_cut: float, kind: int, alpha: float):
+    """``(f_c(r), df_c/dr)`` for a scalar distance ``r`` (Å), cutoff type number ``kind``.
+
+    Same functions as :func:`cutoff_function`; ``df_c/dr`` in 1/Å. Zero beyond ``r_cut``.
+    """
+    if r >= r_cut:
+        return 0.0, 0.0
+    if kind == 0:
+        return 1.0, 0.0
+    if kind == 2 or kind == 3:
+        t = math.tanh(1.0 - r / r_cut)
+        norm = _TANH_NORM if kind == 3 else 1.0
+        return norm * t * t * t, -norm * 3.0 * t * t * (1.0 - t * t) / r_cut
+    r_inner = alpha * r_cut
+    if r <= r_inner:
+        return 1.0, 0.0
+    width = r_cut - r_inner
+    x = (r - r_inner) / width
+    if kind == 1:
+        return 0.5 * (math.cos(math.pi * x) + 1.0), -0.5 * math.pi * math.sin(math.pi * x) / width
+    if kind == 4:
+        d = 1.0 - x * x
+        value = math.exp(1.0 - 1.0 / d)
+        return value, -2.0 * x * value / (d * d) / width
+    f, df = polynomial_step_fdf(x, kind - 4)
+    return f, df / width

@@ -32,14 +32,11 @@ def ref_cutoff(r, rc, ctype, alpha):
         return 0.5 * (math.cos(math.pi * x) + 1)
     if ctype == 4:
         return math.exp(1 - 1 / (1 - x * x))
-    if ctype == 5:
-        return (2 * x - 3) * x * x + 1
-    if ctype == 6:
-        return 1 - 10 * x**3 + 15 * x**4 - 6 * x**5
-    if ctype == 7:
-        return (x * (x * (20 * x - 70) + 84) - 35) * x**4 + 1
-    if ctype == 8:
-        return (x * (x * ((315 - 70 * x) * x - 540) + 420) - 126) * x**5 + 1
+    # poly1-poly4 as (1 - x)^(n+1) sum_k C(n+k, k) x^k: the smoothstep identity, exact in
+    # relative terms near x = 1 where the expanded 1 - 10x^3 + ... loses ~1e-12 to cancellation
+    if 5 <= ctype <= 8:
+        n = ctype - 4
+        return (1 - x) ** (n + 1) * sum(math.comb(n + k, k) * x**k for k in range(n + 1))
     raise ValueError(ctype)
 
 

@@ -30,15 +30,12 @@ def ref_core(x, kind, asym=False):
     if kind == "e":
         return math.e * math.exp(1.0 / (x * x - 1.0))
     k = int(kind)
-    if k == 1:
-        return 1 - 3 * x**2 + 2 * x**3
-    if k == 2:
-        return 1 - 10 * x**3 + 15 * x**4 - 6 * x**5
-    if k == 3:
-        return 1 - 35 * x**4 + 84 * x**5 - 70 * x**6 + 20 * x**7
-    if k == 4:
-        return 1 - 126 * x**5 + 420 * x**6 - 540 * x**7 + 315 * x**8 - 70 * x**9
-    raise ValueError(kind)
+    if not 1 <= k <= 4:
+        raise ValueError(kind)
+    # p_k = 1 - 3x^2 + 2x^3, 1 - 10x^3 + 15x^4 - 6x^5, ... written as the smoothstep identity
+    # (1 - x)^(k+1) sum_m C(k+m, m) x^m: the same polynomials, without the expanded form's
+    # cancellation near x = 1 (up to 1e-12 relative there)
+    return (1 - x) ** (k + 1) * sum(math.comb(k + m, m) * x**m for m in range(k + 1))
 
 
 def ref_compact(a, left, right, subtype, angular=False):

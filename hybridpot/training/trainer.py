@@ -519,7 +519,10 @@ class Trainer:
                     loss, parts = compute_loss(pred, batch, weights)
                 opt.zero_grad(set_to_none=True)
                 if loss.requires_grad:
-                    loss.backward()
+                    # parameter gradients only: with force losses a plain backward() would also
+                    # accumulate into the positions leaf, i.e. compute second derivatives of the
+                    # descriptors that nobody reads (the compiled engine's slow exact fallback)
+                    loss.backward(inputs=[p for p in self.model.parameters() if p.requires_grad])
                     if cfg.clip_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(self._stage_parameters(stage), cfg.clip_grad_norm)
                     opt.step()

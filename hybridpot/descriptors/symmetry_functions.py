@@ -1,46 +1,3 @@
-"""Atom-centred symmetry functions (Behler-Parrinello), n2p2 conventions.
-
-Supported types (n2p2 numbering; lengths in Å, eta in 1/Å^2):
-
-* 2, radial:  ``G_i = sum_{j in e1} exp(-eta (r_ij - r_s)^2) f_c(r_ij)``
-* 3, angular narrow: ``G_i = 2^(1-zeta) sum_{j<k, {e1,e2}} (1 + lambda cos theta_ijk)^zeta
-  exp(-eta [(r_ij-r_s)^2 + (r_ik-r_s)^2 + (r_jk-r_s)^2]) f_c(r_ij) f_c(r_ik) f_c(r_jk)``
-* 9, angular wide: as type 3 without the ``r_jk`` terms and without ``f_c(r_jk)``.
-
-n2p2's polynomial ("compact") functions (Bircher, Singraber, Dellago, arXiv:2010.14414),
-built on a compact function ``c(a) = core(|a - center| / half_width)`` that is non-zero
-only on ``(left, right)``; ``core`` is one of ``p1``-``p4`` (the polynomials of cutoff
-types 5-8), ``p1a``-``p4a`` (the same of ``(2 - x) x``, radial parts only) or ``e``
-(``e * exp(1 / (x^2 - 1))``):
-
-* 20, radial: ``G_i = sum_{j in e1, r_l < r_ij < r_c} c_r(r_ij)`` with ``c_r`` on ``(r_l, r_c)``
-* 21, angular narrow: ``G_i = sum_{j<k, {e1,e2}} c_r(r_ij) c_r(r_ik) c_r(r_jk) c_a(theta_ijk)``
-  with all three distances in ``(r_l, r_c)`` (``r_jk > max(r_l, 0)``) and ``c_a`` on
-  ``(angle_left, angle_right)`` (degrees in the file, radians inside), same core, never asymmetric;
-  exactly collinear triplets (``|cos theta| = 1``) contribute 0, as in n2p2.
-* 22, angular wide: as type 21 without the ``c_r(r_jk)`` factor.
-* 23, 24, 25: element-weighted versions of 20, 21, 22: all neighbours (no element
-  selection), each term weighted by ``Z_j`` (radial) or ``Z_j Z_k`` (angular).
-
-Each function is written as an n2p2 ``symfunction_short`` line::
-
-    symfunction_short <center> 2 <e1> <eta> <r_shift> <r_cut>
-    symfunction_short <center> 3 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
-    symfunction_short <center> 9 <e1> <e2> <eta> <lambda> <zeta> <r_cut> [<r_shift>]
-    symfunction_short <center> 20 <e1> <r_left> <r_cut> <subtype>
-    symfunction_short <center> 21 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
-    symfunction_short <center> 22 <e1> <e2> <r_left> <r_cut> <angle_left> <angle_right> <subtype>
-    symfunction_short <center> 23 <r_left> <r_cut> <subtype>
-    symfunction_short <center> 24 <r_left> <r_cut> <angle_left> <angle_right> <subtype>
-    symfunction_short <center> 25 <r_left> <r_cut> <angle_left> <angle_right> <subtype>
-
-Evaluation is vectorised: pair terms for every distinct parameter set are accumulated
-with ``index_add`` into per-(atom, neighbour element) channels, triplet terms into
-per-(atom, element pair) channels, and each element's feature vector is a gather from
-those channels. Features are padded to the longest element's length; ``feature_mask``
-says which entries are real.
-"""
-
 from __future__ import annotations
 
 import math
@@ -51,33 +8,15 @@ import torch
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
-from .cutoff import cutoff_function, cutoff_type_number
-from .neighbors import Graph
+from ..cutoff import cutoff_function, cutoff_type_number
+from ..neighbors import Graph
+from ..polynomials import polynomial_step
+from .families import SymmetryFunction, element_number, parse_subtype as _parse_subtype
 
-__all__ = ["SymmetryFunction", "SymmetryFunctions", "triplet_indices", "element_number", "compact_core"]
+__all__ = ["SymmetryFunctions", "triplet_indices", "compact_core", "ENGINES"]
 
-RADIAL_TYPES = (2, 20, 23)
-ANGULAR_TYPES = (3, 9, 21, 22, 24, 25)
-COMPACT_TYPES = (20, 21, 22, 23, 24, 25)
-WEIGHTED_TYPES = (23, 24, 25)
-SUPPORTED_TYPES = "2, 3, 9, 20, 21, 22, 23, 24, 25"
-#: compact core kinds: 1-4 polynomials p1-p4, 0 exponential ``e``
-_COMPACT_KINDS = {"p1": 1, "p2": 2, "p3": 3, "p4": 4}
-
-
-def _parse_subtype(subtype: str) -> tuple[int, bool]:
-    """(core kind, asymmetric) of an n2p2 compact subtype string (p1-p4, p1a-p4a, e...)."""
-    if not 1 <= len(subtype) <= 3:
-        raise ValueError(f"invalid compact function subtype {subtype!r}")
-    if subtype[0] == "e":
-        return 0, False
-    if subtype[0] == "p":
-        if subtype[:2] not in _COMPACT_KINDS:
-            raise ValueError(f"invalid polynomial subtype {subtype!r} (p1, p2, p3, p4, optionally + 'a')")
-        if len(subtype) == 3 and subtype[2] != "a":
-            raise ValueError(f"invalid polynomial specifier in subtype {subtype!r} (only 'a', asymmetric)")
-        return _COMPACT_KINDS[subtype[:2]], len(subtype) == 3
-    raise ValueError(f"unknown compact function subtype {subtype!r} (p1-p4, p1a-p4a or e)")
+#: descriptor engines: "auto" (compiled kernels where available), "kernel", "reference" (torch)
+ENGINES = ("auto", "kernel", "reference")
 
 
 def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Tensor | bool = False,
@@ -103,14 +42,8 @@ def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Te
     x2 = x * x
     out = None
     for k in kinds:
-        if k == 1:
-            value = (2.0 * x - 3.0) * x2 + 1.0
-        elif k == 2:
-            value = ((15.0 - 6.0 * x) * x - 10.0) * x2 * x + 1.0
-        elif k == 3:
-            value = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0
-        elif k == 4:
-            value = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0
+        if 1 <= k <= 4:
+            value = polynomial_step(x, k)
         elif k == 0:
             x_safe = torch.where(x2 < 1.0, x, torch.zeros_like(x))
             value = math.e * torch.exp(1.0 / (x_safe * x_safe - 1.0))
@@ -118,195 +51,6 @@ def compact_core(x: torch.Tensor, kind: torch.Tensor | int, asymmetric: torch.Te
             raise ValueError(f"unknown compact core kind {k}")
         out = value if out is None else torch.where(kind == k, value, out)
     return out
-
-
-def element_number(element: int | str) -> int:
-    """Atomic number of an element given as symbol or number."""
-    if isinstance(element, str):
-        if element not in atomic_numbers:
-            raise ValueError(f"unknown element symbol {element!r}")
-        return atomic_numbers[element]
-    z = int(element)
-    if not 0 < z < len(chemical_symbols):
-        raise ValueError(f"invalid atomic number {element}")
-    return z
-
-
-@dataclass(frozen=True)
-class SymmetryFunction:
-    """One symmetry function of one central element.
-
-    Attributes
-    ----------
-    center : int
-        Atomic number of the central atom.
-    type : int
-        n2p2 type: 2 (radial), 3 (angular narrow), 9 (angular wide).
-    neighbors : tuple of int
-        Neighbour element(s): one for radial, a sorted pair for angular functions.
-    eta : float
-        Gaussian exponent, 1/Å^2.
-    r_cut : float
-        Cutoff radius, Å.
-    r_shift : float
-        Gaussian centre, Å.
-    lam : float
-        Angular lambda (+1 or -1); unused for radial functions.
-    zeta : float
-        Angular exponent; unused for radial functions.
-    r_left : float
-        Compact types 20-22: left end of the radial support, Å (may be negative).
-    angle_left, angle_right : float
-        Compact angular types 21, 22: support of the angular part, degrees.
-    subtype : str
-        Compact types: core function (``p1``-``p4``, ``p1a``-``p4a``, ``e``).
-    """
-
-    center: int
-    type: int
-    neighbors: tuple
-    eta: float
-    r_cut: float
-    r_shift: float = 0.0
-    lam: float = 0.0
-    zeta: float = 0.0
-    r_left: float = 0.0
-    angle_left: float = 0.0
-    angle_right: float = 0.0
-    subtype: str = ""
-
-    def __post_init__(self):
-        if self.type not in RADIAL_TYPES + ANGULAR_TYPES:
-            raise ValueError(f"symmetry function type {self.type} is not supported (supported: {SUPPORTED_TYPES})")
-        n_expected = 0 if self.type in WEIGHTED_TYPES else (1 if self.type in RADIAL_TYPES else 2)
-        if len(self.neighbors) != n_expected:
-            raise ValueError(f"type {self.type} needs {n_expected} neighbour element(s), got {self.neighbors}")
-        if self.r_cut <= 0:
-            raise ValueError(f"cutoff radius must be positive, got {self.r_cut}")
-        if self.is_compact:
-            _parse_subtype(self.subtype)
-            if self.r_left >= self.r_cut:
-                raise ValueError(f"compact function needs r_left < r_cut, got {self.r_left} >= {self.r_cut}")
-            if self.type in ANGULAR_TYPES:
-                al, ar = self.angle_left, self.angle_right
-                if al >= ar:
-                    raise ValueError(f"compact angular function needs angle_left < angle_right, got {al}, {ar}")
-                centre = 0.5 * (al + ar)
-                if (al < 0.0 and centre != 0.0) or (ar > 180.0 and centre != 180.0):
-                    raise ValueError(f"angle range ({al}, {ar}) leaves [0, 180] with a centre other than 0 or 180")
-                if ar - al > 360.0:
-                    raise ValueError(f"angle range ({al}, {ar}) spans more than 360 degrees")
-        else:
-            if self.type in ANGULAR_TYPES and self.lam not in (-1.0, 1.0):
-                raise ValueError(f"angular lambda must be +1 or -1, got {self.lam}")
-            if self.type in ANGULAR_TYPES and self.zeta < 1.0:
-                raise ValueError(f"angular zeta must be >= 1 (smooth forces), got {self.zeta}")
-        if self.type in ANGULAR_TYPES:
-            object.__setattr__(self, "neighbors", tuple(sorted(self.neighbors)))
-
-    @property
-    def is_radial(self) -> bool:
-        return self.type in RADIAL_TYPES
-
-    @property
-    def is_weighted(self) -> bool:
-        """Element-weighted compact function (types 23-25): neighbours weighted by atomic number."""
-        return self.type in WEIGHTED_TYPES
-
-    @property
-    def is_compact(self) -> bool:
-        """Polynomial (compact-support) function, n2p2 types 20-22."""
-        return self.type in COMPACT_TYPES
-
-    def n2p2_sort_key(self) -> tuple:
-        """The key by which n2p2 sorts an element's functions (``SymFnc*::operator<``).
-
-        n2p2 orders the functions of each central element by type, then by type-specific
-        parameters; element indices are in atomic-number order. Features, ``scaling.data``
-        rows and network inputs follow this order. (Cutoff type and alpha are shared by
-        all functions here, so they do not change the order.)
-        """
-        if self.type == 23:
-            return (self.center, self.type, self.subtype, self.r_cut, self.r_left)
-        if self.type in (24, 25):
-            return (self.center, self.type, self.subtype, self.r_cut, self.r_left, self.angle_left, self.angle_right)
-        if self.type in (20,):
-            return (self.center, self.type, self.subtype, self.neighbors[0], self.r_cut, self.r_left)
-        if self.type in (21, 22):
-            return (self.center, self.type, self.subtype, self.neighbors[0], self.neighbors[1], self.r_cut,
-                    self.r_left, self.angle_left, self.angle_right)
-        if self.type == 2:
-            return (self.center, self.type, self.r_cut, self.eta, self.r_shift, self.neighbors[0])
-        return (self.center, self.type, self.r_cut, self.eta, self.r_shift, self.zeta, self.lam, self.neighbors[0],
-                self.neighbors[1])
-
-    @classmethod
-    def from_n2p2(cls, line: str, length_unit: float = 1.0) -> "SymmetryFunction":
-        """Parse one ``symfunction_short`` line.
-
-        ``length_unit`` multiplies lengths (e.g. ``ase.units.Bohr`` to read a Bohr file
-        into Å); eta is divided by its square.
-        """
-        words = line.split("#")[0].split()
-        if words and words[0] == "symfunction_short":
-            words = words[1:]
-        if len(words) < 3:
-            raise ValueError(f"not a symmetry function line: {line!r}")
-        try:
-            center, ftype = element_number(words[0]), int(words[1])
-            if ftype == 2:
-                e1, eta, rs, rc = words[2], float(words[3]), float(words[4]), float(words[5])
-                return cls(center, 2, (element_number(e1),), eta / length_unit**2, rc * length_unit, rs * length_unit)
-            if ftype in (3, 9):
-                e1, e2 = element_number(words[2]), element_number(words[3])
-                eta, lam, zeta, rc = (float(w) for w in words[4:8])
-                rs = float(words[8]) if len(words) > 8 else 0.0
-                return cls(center, ftype, (e1, e2), eta / length_unit**2, rc * length_unit, rs * length_unit, lam, zeta)
-            if ftype == 20:
-                e1, rl, rc, sub = words[2], float(words[3]), float(words[4]), words[5]
-                return cls(center, 20, (element_number(e1),), 0.0, rc * length_unit, r_left=rl * length_unit, subtype=sub)
-            if ftype == 23:
-                rl, rc, sub = float(words[2]), float(words[3]), words[4]
-                return cls(center, 23, (), 0.0, rc * length_unit, r_left=rl * length_unit, subtype=sub)
-            if ftype in (24, 25):
-                rl, rc, al, ar = (float(w) for w in words[2:6])
-                return cls(center, ftype, (), 0.0, rc * length_unit, r_left=rl * length_unit, angle_left=al,
-                           angle_right=ar, subtype=words[6])
-            if ftype in (21, 22):
-                e1, e2 = element_number(words[2]), element_number(words[3])
-                rl, rc, al, ar = (float(w) for w in words[4:8])
-                return cls(center, ftype, (e1, e2), 0.0, rc * length_unit, r_left=rl * length_unit, angle_left=al,
-                           angle_right=ar, subtype=words[8])
-        except (IndexError, ValueError) as err:
-            if isinstance(err, ValueError) and "not supported" in str(err):
-                raise
-            raise ValueError(f"cannot parse symmetry function line {line!r}: {err}") from None
-        raise ValueError(
-            f"symmetry function type {ftype} in line {line!r} is not supported (supported: {SUPPORTED_TYPES})"
-        )
-
-    def to_n2p2(self, length_unit: float = 1.0) -> str:
-        """The n2p2 ``symfunction_short`` line (lengths divided by ``length_unit``)."""
-        c = chemical_symbols[self.center]
-        eta = self.eta * length_unit**2
-        rc, rs = self.r_cut / length_unit, self.r_shift / length_unit
-        if self.type == 23:
-            return f"symfunction_short {c} 23 {self.r_left / length_unit!r} {rc!r} {self.subtype}"
-        if self.type in (24, 25):
-            return (f"symfunction_short {c} {self.type} {self.r_left / length_unit!r} {rc!r} {self.angle_left!r} "
-                    f"{self.angle_right!r} {self.subtype}")
-        if self.type == 20:
-            rl = self.r_left / length_unit
-            return f"symfunction_short {c} 20 {chemical_symbols[self.neighbors[0]]} {rl!r} {rc!r} {self.subtype}"
-        if self.type in (21, 22):
-            e1, e2 = (chemical_symbols[z] for z in self.neighbors)
-            rl = self.r_left / length_unit
-            return (f"symfunction_short {c} {self.type} {e1} {e2} {rl!r} {rc!r} {self.angle_left!r} "
-                    f"{self.angle_right!r} {self.subtype}")
-        if self.is_radial:
-            return f"symfunction_short {c} 2 {chemical_symbols[self.neighbors[0]]} {eta!r} {rs!r} {rc!r}"
-        e1, e2 = (chemical_symbols[z] for z in self.neighbors)
-        return f"symfunction_short {c} {self.type} {e1} {e2} {eta!r} {self.lam:g} {self.zeta!r} {rc!r} {rs!r}"
 
 
 def triplet_indices(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -591,14 +335,70 @@ class SymmetryFunctions(nn.Module):
             cache[key] = (numbers, features)
         return features
 
+    #: which implementation computes the features: "auto" (default: the compiled kernels on
+    #: CPU, numba-cuda kernels on a GPU when importable, else the torch reference with a
+    #: one-time warning), "kernel" (compiled, error if unavailable) or "reference" (torch).
+    #: A class attribute: set it on an instance to choose per descriptor.
+    engine: str = "auto"
+
+    def resolved_engine(self, device: torch.device) -> str:
+        """The engine ("kernel" or "reference") that a call on ``device`` uses."""
+        from . import engine as _engine
+
+        choice = getattr(self, "engine", "auto")
+        if choice not in ENGINES:
+            raise ValueError(f"unknown descriptor engine {choice!r}; choose one of {ENGINES}")
+        if choice == "reference" or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return "reference"
+        device = torch.device(device)
+        if device.type == "cpu":
+            ok, what = _engine.kernel_available(), "numba"
+        elif device.type == "cuda":
+            ok, what = _engine.cuda_kernel_available(), "numba-cuda (pip install 'hybridpot[cuda]') and a GPU"
+        else:
+            ok, what = False, f"a kernel for device type {device.type!r}"
+        if ok:
+            return "kernel"
+        if choice == "kernel":
+            raise RuntimeError(f"descriptor engine 'kernel' needs {what}; set engine='reference' or 'auto'")
+        _engine._warn_once(device.type, f"symmetry-function kernels unavailable on {device.type} (need {what}); "
+                                        "using the slower torch reference implementation")
+        return "reference"
+
     def _compute(self, numbers: torch.Tensor, graph: Graph, scaled: bool) -> torch.Tensor:
+        slots = self.slots(numbers)
+        if self.resolved_engine(graph.vectors.device) == "kernel":
+            from .engine import kernel_features
+
+            # a graph built for this cutoff holds no farther pairs: within() would only copy
+            sub = graph if graph.cutoff <= self.cutoff else graph.within(self.cutoff)
+            features = kernel_features(self, numbers, slots, sub)
+        else:
+            features = self._reference_raw(numbers, graph, slots=slots)
+        if scaled and self.scaling_mode != "none":
+            dtype = features.dtype
+            features = (features - self.scale_shift[slots].to(dtype)) * self.scale_factor[slots].to(dtype) + self.scale_offset[
+                slots
+            ].to(dtype)
+            features = features * self.element_feature_mask[slots].to(dtype)
+        return features
+
+    def _reference_raw(self, numbers: torch.Tensor, graph: Graph, symmetric_pairs: bool = True,
+                       slots: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Raw (unscaled) features ``[N, max_features]`` by the torch reference implementation.
+
+        ``symmetric_pairs`` lets the radial part evaluate each unordered pair once and add
+        it to both atoms (a full list is assumed symmetric); False keeps every feature of
+        atom i a function of the pairs centred on i only (what the kernels' dG/dr_ij means).
+        """
         n_atoms = numbers.shape[0]
         dtype = graph.vectors.dtype
-        slots = self.slots(numbers)
+        slots = self.slots(numbers) if slots is None else slots
         n_el = len(self.elements)
         columns = []
         if self.n_radial_sets:
-            columns.append(self._radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype))
+            columns.append(self._radial(slots, graph.within(self.radial_cutoff), n_atoms, n_el, dtype,
+                                        symmetric_pairs))
         if self.n_angular_sets:
             columns.append(self._angular(slots, graph.within(self.angular_cutoff), n_atoms, dtype))
         if self.n_cradial_sets:
@@ -613,13 +413,7 @@ class SymmetryFunctions(nn.Module):
                                                  weighted=True, numbers=numbers))
         columns.append(torch.zeros(n_atoms, 1, dtype=dtype, device=numbers.device))
         flat = torch.cat(columns, dim=1)
-        features = torch.gather(flat, 1, self.gather_table[slots])
-        if scaled and self.scaling_mode != "none":
-            features = (features - self.scale_shift[slots].to(dtype)) * self.scale_factor[slots].to(dtype) + self.scale_offset[
-                slots
-            ].to(dtype)
-            features = features * self.element_feature_mask[slots].to(dtype)
-        return features
+        return torch.gather(flat, 1, self.gather_table[slots])
 
     def _cutoff_columns(self, r: torch.Tensor, rc: torch.Tensor, dtype) -> torch.Tensor:
         """``f_c(r; rc_s)`` for every set ``s`` ``[M, S]``, evaluated once per distinct cutoff."""
@@ -635,7 +429,7 @@ class SymmetryFunctions(nn.Module):
         fc = cutoff_function(r, rcu, self.cutoff_type, self.cutoff_alpha)
         return fc[:, torch.tensor(inverse, device=r.device)]
 
-    def _radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype) -> torch.Tensor:
+    def _radial(self, slots, graph: Graph, n_atoms: int, n_el: int, dtype, symmetric_pairs: bool = True) -> torch.Tensor:
         params = self.radial_params.to(dtype)
         eta, rs = params[:, 0], params[:, 1]
         # the list holds both directions of every pair: evaluate each unordered pair once and
@@ -643,7 +437,7 @@ class SymmetryFunctions(nn.Module):
         i, j, sh = graph.i, graph.j, graph.shifts
         first_nonzero = torch.where(sh[:, 0] != 0, sh[:, 0], torch.where(sh[:, 1] != 0, sh[:, 1], sh[:, 2]))
         keep = torch.nonzero((i < j) | ((i == j) & (first_nonzero > 0))).flatten()
-        if 2 * keep.shape[0] != i.shape[0]:  # not a symmetric full list: every entry as given
+        if not symmetric_pairs or 2 * keep.shape[0] != i.shape[0]:  # every entry as given
             keep = None
         if keep is None:
             r = graph.distances.unsqueeze(1)
@@ -799,7 +593,13 @@ class SymmetryFunctions(nn.Module):
         # angular factor 2^(1-zeta) (1 + lambda cos)^zeta for each distinct (lambda, zeta)
         lz = [(float(a), float(b)) for a, b in zip(all_params[:, 4].tolist(), all_params[:, 5].tolist())]
         combos = sorted(set(lz))
-        columns = [2.0 ** (1.0 - z) * torch.pow((1.0 + l * cos).clamp_min(0.0), z) for l, z in combos]
+        # n2p2: a triplet with 1 + lambda cos <= 0 contributes 0 (any zeta, negative ones too)
+        columns = []
+        for l, z in combos:
+            plam = 1.0 + l * cos
+            positive = plam > 0.0
+            power = torch.pow(torch.where(positive, plam, torch.ones_like(plam)), z)
+            columns.append(2.0 ** (1.0 - z) * torch.where(positive, power, torch.zeros_like(power)))
         combo_of_set = torch.tensor([combos.index(c) for c in lz], device=cos.device)
         angular = torch.stack(columns, dim=1)[:, combo_of_set]
         values = angular * radial
