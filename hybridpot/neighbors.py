@@ -7,7 +7,7 @@ differentiable with respect to both (forces and stress by autograd).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -34,15 +34,21 @@ class NeighborList:
     cutoff : float
         Cutoff radius the list was built for (Å); it may contain pairs up to
         ``cutoff + skin``.
+    descriptor_store : dict, optional
+        Descriptor results (symmetry functions and their derivatives) of this list's
+        structure kept between calls: only for a structure whose positions and cell never
+        change while the list lives, i.e. training data (:meth:`AtomsDataset.cache_descriptors`).
     """
 
     i: torch.Tensor
     j: torch.Tensor
     shifts: torch.Tensor
     cutoff: float
+    descriptor_store: Optional[dict] = field(default=None, compare=False, repr=False)
 
     def to(self, device) -> "NeighborList":
-        return NeighborList(self.i.to(device), self.j.to(device), self.shifts.to(device), self.cutoff)
+        return NeighborList(self.i.to(device), self.j.to(device), self.shifts.to(device), self.cutoff,
+                            self.descriptor_store)
 
 
 def compute_neighbors(system: AtomicSystem, cutoff: float) -> NeighborList:
@@ -121,6 +127,8 @@ class Graph:
         #: that terms sharing one descriptor module compute it once (None: off; switched on
         #: by :meth:`share_features` for the length of one model call)
         self.feature_cache: Optional[dict] = None
+        #: descriptor results kept across calls for a fixed structure (from its NeighborList)
+        self.descriptor_store: Optional[dict] = None
 
     def share_features(self) -> "Graph":
         """Let descriptors computed on this graph (and its sub-graphs) be reused within one call.
@@ -158,6 +166,7 @@ class Graph:
                 cutoff,
             )
         sub.feature_cache = self.feature_cache
+        sub.descriptor_store = self.descriptor_store
         self._cache[key] = sub
         return sub
 
@@ -220,4 +229,6 @@ def build_graph(
         idx = torch.nonzero(keep).flatten()
         i, j, shifts = i.index_select(0, idx), j.index_select(0, idx), shifts.index_select(0, idx)
         vectors, distances = vectors.index_select(0, idx), distances.index_select(0, idx)
-    return Graph(positions, cell, i, j, shifts, vectors, distances, cutoff)
+    graph = Graph(positions, cell, i, j, shifts, vectors, distances, cutoff)
+    graph.descriptor_store = neighbors.descriptor_store
+    return graph

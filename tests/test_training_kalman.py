@@ -192,3 +192,32 @@ def test_kalman_config_is_validated_before_training(tmp_path):
         load_config(path)
     path.write_text("data: {train: x.xyz}\ntraining: {optimizer: kalman, kalman: {eta: 1e-3, force_weight: 2}}\n")
     assert load_config(path).training.kalman["eta"] == 1e-3
+
+
+def test_cached_descriptors_give_the_same_energies_forces_and_training_gradients():
+    """AtomsDataset.cache_descriptors: the engine runs once per structure; energies, forces and
+    force-training parameter gradients equal those of a fresh computation (bit for bit)."""
+    from hybridpot.training.dataset import collate
+
+    ds = AtomsDataset.from_atoms(lj_clusters(3), CUTOFF)
+    m = small_model()
+    params = [p for p in m.parameters() if p.requires_grad]
+
+    def run():
+        out = []
+        for k in range(len(ds)):
+            b = collate([ds.samples[k]])
+            pred = m(b.system, neighbors=b.neighbors, create_graph=True)
+            grads = torch.autograd.grad(pred["forces"][1, 2] + pred["energy"][0], params, allow_unused=True)
+            out.append((pred["energy"].detach(), pred["forces"].detach(), [g for g in grads if g is not None]))
+        return out
+
+    fresh = run()
+    ds.cache_descriptors()
+    first, second = run(), run()
+    assert all(len(s.neighbors.descriptor_store) == 1 for s in ds.samples)
+    for a, b, c in zip(fresh, first, second):
+        assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) and torch.equal(b[1], c[1])
+        assert all(torch.equal(x, y) for x, y in zip(a[2], c[2]))
+    ds.cache_descriptors(False)
+    assert all(s.neighbors.descriptor_store is None for s in ds.samples)

@@ -337,9 +337,14 @@ class SymmetryFunctionsKernel(torch.autograd.Function):
     """``(G, dG) = kernel(sorted pair vectors)``; backward contracts with ``dG`` (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, vectors, desc, numbers, plan, layout):
-        # vectors: the graph's pair vectors (graph order); the kernel reads layout.vectors
-        G, dG = _run(plan, layout.vectors, layout, want_dG=True)
+    def forward(ctx, vectors, desc, numbers, plan, layout, cached=None):
+        # vectors: the graph's pair vectors (graph order); the kernel reads layout.vectors.
+        # cached: (G, dG) of these very vectors from a descriptor store (training on fixed
+        # structures): returned as views, so that the stored tensors never carry a graph
+        if cached is None:
+            G, dG = _run(plan, layout.vectors, layout, want_dG=True)
+        else:
+            G, dG = cached[0].view_as(cached[0]), cached[1].view_as(cached[1])
         ctx.set_materialize_grads(False)
         ctx.desc, ctx.numbers, ctx.plan, ctx.layout = desc, numbers, plan, layout
         ctx.save_for_backward(vectors, dG)
@@ -354,7 +359,7 @@ class SymmetryFunctionsKernel(torch.autograd.Function):
         if grad_dG is not None:
             extra = _second_derivative_fallback(ctx.desc, ctx.numbers, ctx.layout, vectors, grad_dG)
             grad_v = extra if grad_v is None else grad_v + extra
-        return grad_v, None, None, None, None
+        return grad_v, None, None, None, None, None
 
 
 def kernel_features(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> torch.Tensor:
@@ -362,6 +367,20 @@ def kernel_features(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> 
     if graph.vectors.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"symmetry-function kernels need float32 or float64 vectors, got {graph.vectors.dtype}")
     plan = build_plan(desc)
+    store = getattr(graph, "descriptor_store", None)
+    if store is not None:
+        # a structure whose positions do not change between calls (training): the kernel runs
+        # once, later calls reuse (layout, G, dG); keyed by descriptor, sub-graph and dtype
+        key = (id(desc), float(graph.cutoff), int(graph.vectors.shape[0]), graph.vectors.dtype, graph.vectors.device)
+        hit = store.get(key)
+        if hit is None:
+            layout = pair_layout(desc, numbers, slots, graph)
+            G, dG = _run(plan, layout.vectors, layout, want_dG=True)
+            hit = store[key] = (layout, G, dG)
+        layout, G, dG = hit
+        if torch.is_grad_enabled() and graph.vectors.requires_grad:
+            return SymmetryFunctionsKernel.apply(graph.vectors, desc, numbers, plan, layout, (G, dG))[0]
+        return G.view_as(G)
     layout = pair_layout(desc, numbers, slots, graph)
     if torch.is_grad_enabled() and graph.vectors.requires_grad:
         G, _ = SymmetryFunctionsKernel.apply(graph.vectors, desc, numbers, plan, layout)

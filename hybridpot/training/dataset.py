@@ -133,12 +133,15 @@ def collate(samples: Sequence[Sample], index: Optional[Sequence[int]] = None) ->
         raise ValueError("cannot collate an empty list of samples")
     system = AtomicSystem.concatenate([s.system for s in samples])
     offsets = system.ptr[:-1].tolist()
-    nl = NeighborList(
-        i=torch.cat([s.neighbors.i + o for s, o in zip(samples, offsets)]),
-        j=torch.cat([s.neighbors.j + o for s, o in zip(samples, offsets)]),
-        shifts=torch.cat([s.neighbors.shifts for s in samples]),
-        cutoff=min(s.neighbors.cutoff for s in samples),
-    )
+    if len(samples) == 1:
+        nl = samples[0].neighbors  # the sample's own list (and its descriptor store, if any)
+    else:
+        nl = NeighborList(
+            i=torch.cat([s.neighbors.i + o for s, o in zip(samples, offsets)]),
+            j=torch.cat([s.neighbors.j + o for s, o in zip(samples, offsets)]),
+            shifts=torch.cat([s.neighbors.shifts for s in samples]),
+            cutoff=min(s.neighbors.cutoff for s in samples),
+        )
     f64 = torch.float64
 
     def per_atom(name, width):
@@ -234,6 +237,18 @@ class AtomsDataset:
     ) -> "AtomsDataset":
         """Read a file with :func:`hybridpot.io.read_structures` and build the dataset."""
         return cls.from_atoms(read_structures(path, format=format, keys=keys, units=units), cutoff, charges_as_input)
+
+    def cache_descriptors(self, enable: bool = True) -> None:
+        """Keep each structure's symmetry functions and their derivatives after the first call.
+
+        Training structures never move, so the compiled descriptor engine runs once per
+        structure and descriptor; later calls (every epoch, every Kalman update) reuse
+        ``G`` and ``dG/dr`` and only contract them. Applies to single-structure batches
+        (Kalman updates, per-structure evaluation); memory: ``pairs x features x 3`` floats
+        per structure. ``enable=False`` drops the stores.
+        """
+        for sample in self.samples:
+            sample.neighbors.descriptor_store = {} if enable else None
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

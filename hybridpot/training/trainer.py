@@ -471,6 +471,7 @@ class Trainer:
                 raise ValueError("optimizer 'kalman' does not run under DDP (one global filter): use 'adam'")
             from .kalman_fit import KalmanEpochs, KalmanSettings
 
+            self.train.cache_descriptors()  # single-structure updates on fixed structures: descriptors once
             kalman = KalmanEpochs(self.model, self._stage_parameters(stage), self.train, stage,
                                   KalmanSettings(**cfg.kalman), self.offsets, self.dtype, self.generator,
                                   device=self.device)
