@@ -25,12 +25,8 @@ KALMAN_KEYWORDS = {"kalman_epsilon": "epsilon", "kalman_q0": "q0", "kalman_qtau"
                    "kalman_eta": "eta", "kalman_etatau": "eta_tau", "kalman_etamax": "eta_max",
                    "short_force_fraction": "force_fraction", "short_energy_fraction": "energy_fraction",
                    "force_weight": "force_weight", "charge_fraction": "charge_fraction"}
-#: per-set overrides of the training options (epochs, kalman settings, dtype)
-OPTIONS = {
-    "Carbon_chain_4G": {"charge_epochs": 60, "epochs": 100},
-    "H2O_RPBE-D3_4G": {"charge_epochs": 30, "epochs": 60},
-    "Cu2S_PBE": {"epochs": 100},
-}
+#: per-set overrides of the training options (kalman settings, dtype); the epochs are n2p2's (same budget)
+OPTIONS: dict = {}
 DROP_KEYWORDS = ("mean_energy", "conv_energy", "conv_length")  # n2p2's internal normalisation: not needed here
 
 
@@ -84,8 +80,10 @@ def template_directory(source: Path, target: Path) -> Path:
     return target
 
 
-def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, source: Path):
-    """Train hybridpot on ``train_blocks``; returns ({cpu_s, wall_s, settings}, float64 model)."""
+def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, source: Path, epochs: int = 100,
+                    charge_epochs: int = 60):
+    """Train hybridpot on ``train_blocks`` for the given epochs (4G: charge stage, then energies and
+    forces); returns ({cpu_s, wall_s, settings}, float64 model)."""
     import hybridpot as hp
     from hybridpot.io.input_data import read_input_data
     from hybridpot.training import AtomsDataset, Trainer, TrainingConfig
@@ -111,7 +109,7 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     if file_units == "bohr_hartree":
         kalman.update(energy_unit=Hartree, length_unit=Bohr)
     kalman["per_atom_energy"] = False  # n2p2 observes total energies
-    options = dict(OPTIONS.get(name, {}))
+    options = {"epochs": epochs, "charge_epochs": charge_epochs, **OPTIONS.get(name, {})}
     kalman.update(options.pop("kalman", {}))
     scale_min = float(kw.get("scale_min_short", ["0.0"])[0])
     scale_max = float(kw.get("scale_max_short", ["1.0"])[0])

@@ -9,7 +9,8 @@ of the structures held out), then
   for the charge stage, then the short-range stage), ``nnp-scaling`` then ``nnp-train`` under
   ``mpirun -np 1``; the last epoch's weights are the model;
 * hybridpot: ``hybridpot.training`` on the same training split with the same symmetry functions,
-  scaling and network sizes (options of ``--hybridpot-*``);
+  scaling, network sizes, epochs and Kalman-filter settings (validation/train_hybridpot.py), one torch
+  thread;
 
 and both final models are evaluated by the same code (:func:`hybridpot.training.trainer.evaluate_model`,
 the n2p2 result imported with :func:`hybridpot.from_n2p2`) on the test split: energy RMSE per atom,
@@ -175,11 +176,14 @@ def main(argv=None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n2p2", type=Path, default=Path("/tmp/n2p2/n2p2"))
-    parser.add_argument("--n2p2-epochs", type=int, default=100, help="short-range epochs of nnp-train")
-    parser.add_argument("--n2p2-charge-epochs", type=int, default=60, help="4G charge-stage epochs of nnp-train")
+    parser.add_argument("--n2p2-epochs", type=int, default=100, help="short-range epochs (both programs)")
+    parser.add_argument("--n2p2-charge-epochs", type=int, default=60, help="4G charge-stage epochs (both programs)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/train_vs_n2p2"))
     parser.add_argument("--json", type=Path, default=ROOT / "validation" / "results" / "train_vs_n2p2.json")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # n2p2's nnp-train runs on one core here (mpirun -np 1)
     results = json.loads(args.json.read_text()) if args.json.is_file() else {}
     for name in args.sets:
         blocks = read_blocks(TRAIN_SETS / name / "input.data")
@@ -197,7 +201,8 @@ def main(argv=None) -> int:
         if args.only in (None, "hybridpot"):
             from train_hybridpot import train_hybridpot  # noqa: E402 (validation/ helper, next to this script)
 
-            run_info, model = train_hybridpot(name, train_blocks, args.workdir, FILE_UNITS[name], TRAIN_SETS / name)
+            run_info, model = train_hybridpot(name, train_blocks, args.workdir, FILE_UNITS[name], TRAIN_SETS / name,
+                                              epochs=args.n2p2_epochs, charge_epochs=args.n2p2_charge_epochs)
             metrics = evaluate(model, name, test_blocks, args.workdir)
             results.setdefault(name, {})["hybridpot"] = {**run_info, "test": metrics}
             print(f"  hybridpot: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; test {metrics}",
