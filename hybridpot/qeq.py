@@ -73,7 +73,7 @@ from .neighbors import Graph
 from .system import AtomicSystem
 
 __all__ = ["FixedCharges", "ChargeEquilibration", "QEqConvergenceError", "PreconditionerFallbackWarning",
-           "TotalChargeWarning", "projected_cg", "solve_qeq_dense"]
+           "IndefinitePreconditionerError", "TotalChargeWarning", "projected_cg", "solve_qeq_dense"]
 
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -91,8 +91,13 @@ class TotalChargeWarning(UserWarning):
 TOTAL_CHARGE_MARGIN = 1.0
 
 
-class _IndefinitePreconditioner(ArithmeticError):
-    """The CG preconditioner was found not positive definite (caller falls back to Jacobi)."""
+class IndefinitePreconditionerError(ValueError):
+    """:func:`projected_cg` found its preconditioner not positive definite (``r.z <= 0`` or not
+    finite). :class:`ChargeEquilibration` catches it and solves again with Jacobi (with a
+    :class:`PreconditionerFallbackWarning`); direct callers of :func:`projected_cg` see it."""
+
+
+_IndefinitePreconditioner = IndefinitePreconditionerError  # (former private name)
 
 
 class PreconditionerFallbackWarning(RuntimeWarning):
@@ -241,8 +246,9 @@ def projected_cg(matvec, b: torch.Tensor, groups: torch.Tensor, n_groups: int, p
         if res <= tol:
             return x, it, res
         if not rz_value > 0.0:
-            raise _IndefinitePreconditioner(f"preconditioner not positive definite (r.z = {rz_value:.3e} at CG "
-                                            f"iteration {it})")
+            raise IndefinitePreconditionerError(
+                f"preconditioner not positive definite (r.z = {rz_value:.3e} at CG iteration {it}); use a "
+                "symmetric positive definite preconditioner (ChargeEquilibration: preconditioner='jacobi')")
         p = z + (rz_new / rz) * p
         rz = rz_new
     raise QEqConvergenceError(
@@ -374,7 +380,7 @@ class _MatrixFreeSetup:
                     coarse = (lambda v: coarse_op(v) + diag * v, self.coarse_tol, self.coarse_iterations)
                 x, iters, _ = projected_cg(matvec, rhs, self.groups, self.n_groups, self.kspace_preconditioner,
                                            self.tol, self.maxiter, x0, coarse)
-            except _IndefinitePreconditioner as error:
+            except IndefinitePreconditionerError as error:
                 # positive definite by construction: only rounding or non-finite values get here
                 self.fallback = f"{kind} solve: k-space {error}; solved again with Jacobi"
                 self.record.update(preconditioner="jacobi", fallback=self.fallback)
@@ -571,14 +577,16 @@ class ChargeEquilibration(nn.Module):
             state["params"] = _upgraded(state["params"])
         super().__setstate__(state)
 
-    def _warm_start_slot(self, s: int, numbers: torch.Tensor) -> Optional[dict]:
-        """The warm-start store of structure ``s`` of the batch (reset when its atoms change)."""
+    def _warm_start_slot(self, s: int, numbers: torch.Tensor, cache: Optional[dict] = None) -> Optional[dict]:
+        """The warm-start store of structure ``s`` of the batch (reset when its atoms change), in
+        the caller's ``cache`` when given, else in this module's own one."""
         if not self.warm_start:
             return None
-        slot = self._warm_cache.get(s)
+        cache = self._warm_cache if cache is None else cache
+        slot = cache.get(s)
         if slot is None or slot["numbers"].shape != numbers.shape or not torch.equal(slot["numbers"], numbers):
             slot = {"numbers": numbers.detach().clone()}
-            self._warm_cache[s] = slot
+            cache[s] = slot
         return slot
 
     def _kspace_dtype(self) -> torch.dtype:
@@ -634,8 +642,15 @@ class ChargeEquilibration(nn.Module):
         features = self.descriptor(system.numbers, graph.within(self.descriptor.cutoff))
         return self.nets(features, system.numbers).squeeze(1)
 
-    def forward(self, system: AtomicSystem, graph: Graph) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(q [N] e, sigma [N] Å)``."""
+    def forward(self, system: AtomicSystem, graph: Graph, warm_start_cache: Optional[dict] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(q [N] e, sigma [N] Å)``.
+
+        ``warm_start_cache``: a dict owned by the caller that steps through time (a calculator or
+        an MD driver; start with ``{}`` and pass the same dict at every step) holding the previous
+        matrix-free solutions per structure; None uses this module's own store (as before).
+        What the solves did is in :attr:`last_diagnostics`.
+        """
         idx = self.element_index[system.numbers]
         if bool((idx < 0).any()):
             raise ValueError(f"ChargeEquilibration does not know element(s) {sorted(set(system.numbers[idx < 0].tolist()))}")
@@ -664,7 +679,8 @@ class ChargeEquilibration(nn.Module):
                 tol = max(self.cg_tol, 50.0 * torch.finfo(torch.float64).eps)
                 setup = _MatrixFreeSetup(pair_i, pair_j, params, self.periodic_method, g_local,
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
-                                         self._warm_start_slot(s, system.numbers[a:b]), self._kspace_dtype(),
+                                         self._warm_start_slot(s, system.numbers[a:b], warm_start_cache),
+                                         self._kspace_dtype(),
                                          self.coarse_tol)
                 as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], positions, cell,
                                                                    distances, sig)]

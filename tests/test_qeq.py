@@ -786,3 +786,52 @@ def test_qeq_in_a_dilute_periodic_box_matches_the_isolated_pair():
             charges[pbc], _ = qeq(system, graph_of(system, qeq.cutoff))
     assert torch.allclose(charges[True], charges[False], atol=1e-6), charges
     assert float(charges[False][0].abs()) > 0.05  # a real charge transfer was compared
+
+
+@pytest.mark.slow
+def test_nve_drift_of_the_shipped_model_on_the_melt():
+    """NVE (velocity Verlet, 1 fs, 2 ps) of a 64-atom shipped-model melt box at ~1200 K with the
+    shipped 4G model (periodic QEq + Ewald, smooth real-space cutoff): the drift of the total energy
+    (slope of a linear fit) stays below 3e-7 eV/atom/ps, the value measured before the cutoff
+    switch (issue 18), and the total charge stays 0."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    from hybridpot.data import molten_nacl_model_path
+
+    atoms = _shipped_melt_frames()[0].copy()
+    atoms.info = {"charge": 0.0}
+    atoms.calc = hp.HybridCalculator(hp.load(molten_nacl_model_path()))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1200.0, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    dyn = VelocityVerlet(atoms, 1.0 * units.fs)
+    times, energies, charges = [], [], []
+    for step in range(2001):
+        if step % 20 == 0:
+            times.append(step * 1e-3)  # ps
+            energies.append(atoms.get_total_energy() / len(atoms))
+            charges.append(float(atoms.get_charges().sum()))
+        if step < 2000:
+            dyn.run(1)
+    slope = np.polyfit(times, energies, 1)[0]
+    assert abs(slope) < 3e-7, slope
+    assert max(abs(q) for q in charges) < 1e-10
+
+
+def test_warm_start_cache_owned_by_the_caller():
+    """A caller-owned warm-start dict: the module's own store stays empty, a second identical call
+    with the same dict converges at once, a fresh dict starts cold again."""
+    atoms = jittered_nacl(8, seed=5)
+    system = hp.AtomicSystem.from_ase(atoms)
+    qeq = make_qeq(solver="matrix_free", accuracy=1e-5, cg_tol=1e-10, coarse_tol=None)
+    graph = graph_of(system, qeq.cutoff)
+    cache = {}
+    with torch.no_grad():
+        q1, _ = qeq(system, graph, warm_start_cache=cache)
+        cold = qeq.last_iterations
+        q2, _ = qeq(system, graph, warm_start_cache=cache)
+        assert qeq.last_iterations == [0] and torch.equal(q1, q2)
+        assert qeq._warm_cache == {} and set(cache) == {0}
+        qeq(system, graph, warm_start_cache={})
+        assert qeq.last_iterations == cold
