@@ -1,10 +1,14 @@
-"""Charge equilibration, charges + forces: dense vs matrix-free QEq versus N, one run.
+"""Charge equilibration, charges + forces: dense vs matrix-free QEq versus N and system.
 
-System: Na/Cl at molten-salt density (0.032 atoms/Å^3, jittered cubic lattice, as in the other
-scripts). QEq model: 4G ``ChargeEquilibration`` with a small electronegativity network
+Systems (``--systems``): ``melt``: molten NaCl made by MD of the shipped model at 1200 K
+(benchmarks/_melts.py, N = 64 k^3), ``lattice``: rattled rock salt (N = 8 m^3), ``jittered``: the
+jittered cubic lattice of the earlier tables. QEq model (``--model``): ``shipped``: the
+ChargeEquilibration term of hybridpot/data/molten_nacl_4G.pt with its own settings (accuracy
+1e-6, r_c 9 Å, CG tol 1e-10) unless ``--accuracy`` / ``--cg-tol`` are given; ``untrained``: a
+4G ``ChargeEquilibration`` with a small electronegativity network
 (untrained; the cost does not depend on the weights), hardness 4.0/3.0 eV/e^2, Gaussian
-widths 1 Å, Ewald/PME accuracy ``--accuracy``, real-space cutoff ``--cutoff``, CG tolerance
-``--cg-tol``. Solvers compared in the same process:
+widths 1 Å, real-space cutoff ``--cutoff``. Each (system, N) runs in its own subprocess
+(peak RSS). Solvers:
 
 * ``dense``: Ewald matrix (N x N) + direct solve, only up to ``--dense-max`` atoms;
 * ``mf-kspace``: matrix-free PME conjugate gradients with the k-space preconditioner (default);
@@ -16,17 +20,23 @@ and forces), neighbour list excluded, cold CG start (no warm start), median of `
 Reported: seconds, CG iterations (forward/adjoint), dense/matrix-free ratio, the largest
 charge difference between solvers, and peak memory per 1000 atoms (GPU allocator on CUDA).
 
-Usage: python benchmarks/qeq_scaling.py [--sizes 1000 4096 17576 97336] [--device cuda]
+Usage: python benchmarks/qeq_scaling.py [--sizes 1728 4096 21952] [--systems melt lattice] [--cg-tol 1e-5]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's hybridpot
 
 import hybridpot as hp
 from hybridpot.neighbors import build_graph
@@ -66,49 +76,105 @@ def timed(qeq, system, neighbors, repeats, device):
     return statistics.median(times), q, iterations, peak_memory_mb(device)
 
 
+def make_solver(kind: str, model_kind: str, solver: str, preconditioner: str, accuracy, cutoff, cg_tol):
+    """The QEq term of the shipped model (its own settings unless accuracy / cg_tol given) or the
+    untrained one of make_qeq, set to ``solver`` / ``preconditioner``, cold CG starts."""
+    if model_kind == "untrained":
+        return make_qeq(solver, preconditioner, accuracy or 1e-4, cutoff, cg_tol or 1e-6)
+    from _melts import shipped_model
+
+    qeq = shipped_model(accuracy, cg_tol).charges
+    qeq.solver, qeq.warm_start = solver, False
+    if solver == "matrix_free":
+        qeq.preconditioner = preconditioner
+    return qeq
+
+
+def single(args) -> dict:
+    """One (system, N) in this process: times, iterations, preconditioner used, peak RSS."""
+    import resource
+
+    from _melts import system_for
+
+    atoms = system_for(args.system, args.single)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dtype = getattr(torch, args.dtype)
+    result = {"N": len(atoms)}
+    kinds = [("mf-kspace", "matrix_free", "kspace")]
+    if len(atoms) <= args.jacobi_max:
+        kinds.append(("mf-jacobi", "matrix_free", "jacobi"))
+    if len(atoms) <= args.dense_max:
+        kinds.append(("dense", "dense", "auto"))
+    system = hp.AtomicSystem.from_ase(atoms, dtype=dtype, device=args.device)
+    charges = {}
+    for name, solver, preconditioner in kinds:
+        qeq = make_solver(name, args.model, solver, preconditioner, args.accuracy, args.cutoff,
+                          args.cg_tol).to(args.device, dtype)
+        neighbors = hp.compute_neighbors(system, qeq.cutoff)
+        c0 = time.process_time()
+        wall, q, iterations, _ = timed(qeq, system, neighbors, args.repeats, args.device)
+        cpu = (time.process_time() - c0) / (args.repeats + 1)  # (warm-up call included: mean over calls)
+        diagnostics = qeq.last_diagnostics[0]
+        result[name] = {"s": wall, "cpu_s": cpu, "iterations": iterations,
+                        "coarse": diagnostics.get("coarse_iterations", []),
+                        "preconditioner": diagnostics.get("preconditioner", "dense"),
+                        "fallback": diagnostics.get("fallback"),
+                        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base}
+        charges[name] = q
+    if "dense" in charges:
+        result["max_dq"] = float((charges["dense"] - charges["mf-kspace"]).abs().max())
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1000, 2197, 4096, 8000, 17576])
-    parser.add_argument("--accuracy", type=float, default=1e-4)
-    parser.add_argument("--cutoff", type=float, default=8.0)
-    parser.add_argument("--cg-tol", type=float, default=1e-6)
-    parser.add_argument("--dense-max", type=int, default=4096)
-    parser.add_argument("--jacobi-max", type=int, default=17576)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1728, 4096, 21952])
+    parser.add_argument("--systems", nargs="+", default=["melt", "lattice"], choices=["melt", "lattice", "jittered"])
+    parser.add_argument("--model", default="shipped", choices=["shipped", "untrained"])
+    parser.add_argument("--accuracy", type=float, default=None, help="default: the model's own (shipped 1e-6)")
+    parser.add_argument("--cutoff", type=float, default=8.0, help="untrained model's real-space cutoff (Å)")
+    parser.add_argument("--cg-tol", type=float, default=None, help="default: the model's own (shipped 1e-10)")
+    parser.add_argument("--dense-max", type=int, default=1728)
+    parser.add_argument("--jacobi-max", type=int, default=4096)
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--system", default="melt", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    solvers = {"dense": ("dense", "auto"), "mf-kspace": ("matrix_free", "kspace"),
-               "mf-jacobi": ("matrix_free", "jacobi")}
-    models = {k: make_qeq(s, p, args.accuracy, args.cutoff, args.cg_tol).to(args.device, dtype)
-              for k, (s, p) in solvers.items()}
-    cuda = torch.device(args.device).type == "cuda"
+    if args.single is not None:
+        print("RESULT " + json.dumps(single(args)))
+        return
     print(f"torch {torch.__version__}, {device_label(args.device)}, threads {torch.get_num_threads()}, {args.dtype}, "
-          f"accuracy {args.accuracy:g}, cutoff {args.cutoff} Å, CG tol {args.cg_tol:g}; charges + forces, cold CG")
-    print(f"{'N':>7} {'dense s':>9} {'mf-kspace s':>12} {'CG its':>7} {'mf-jacobi s':>12} {'CG its':>7} "
-          f"{'dense/mf':>9} {'max|dq|':>9} {'MB/1000 (mf)':>13} {'MB/1000 (dense)':>16}")
-    for n in args.sizes:
-        system = hp.AtomicSystem.from_ase(liquid(n), dtype=dtype, device=args.device)
-        neighbors = hp.compute_neighbors(system, models["mf-kspace"].cutoff)
-        res = {}
-        for name, qeq in models.items():
-            limit = {"dense": args.dense_max, "mf-jacobi": args.jacobi_max}.get(name)
-            if limit is not None and system.n_atoms > limit:
+          f"{args.model} model, accuracy {args.accuracy or 'own'}, CG tol {args.cg_tol or 'own'}; charges + forces "
+          "(solve + adjoint), cold CG; peak MB: process RSS above the baseline, per (system, N) subprocess")
+    print(f"{'system':>8} {'N':>7} {'mf-kspace s':>12} {'cpu s':>7} {'CG fwd/adj':>11} {'(+coarse)':>10} {'peak MB':>8} "
+          f"{'mf-jacobi s':>12} {'CG fwd/adj':>11} {'dense s':>8} {'max|dq|':>8} precond")
+    here = Path(__file__).resolve().parent
+    for kind in args.systems:
+        for n in args.sizes:
+            command = [sys.executable, str(here / "qeq_scaling.py"), "--single", str(n), "--system", kind,
+                       "--model", args.model, "--cutoff", str(args.cutoff), "--dense-max", str(args.dense_max),
+                       "--jacobi-max", str(args.jacobi_max), "--dtype", args.dtype, "--repeats", str(args.repeats),
+                       "--device", args.device, "--threads", str(args.threads)]
+            command += [] if args.accuracy is None else ["--accuracy", str(args.accuracy)]
+            command += [] if args.cg_tol is None else ["--cg-tol", str(args.cg_tol)]
+            run = subprocess.run(command, capture_output=True, text=True, cwd=here)
+            line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+            if run.returncode != 0 or not line:
+                print(f"{kind:>8} {n:>7} failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
                 continue
-            res[name] = timed(qeq, system, neighbors, args.repeats, args.device)
-        mf = res["mf-kspace"]
-        its = lambda r: "/".join(str(k) for k in r[2])
-        dense = res.get("dense")
-        jac = res.get("mf-jacobi")
-        dq = float((dense[1] - mf[1]).abs().max()) if dense else float("nan")
-        mem = lambda r: f"{r[3] / system.n_atoms * 1000:.1f}" if (r and cuda) else "-"
-        print(f"{system.n_atoms:>7} {dense[0] if dense else float('nan'):>9.3f} {mf[0]:>12.3f} {its(mf):>7} "
-              f"{jac[0] if jac else float('nan'):>12.3f} {its(jac) if jac else '-':>7} "
-              f"{dense[0] / mf[0] if dense else float('nan'):>9.2f} {dq:>9.1e} {mem(mf):>13} {mem(dense):>16}",
-              flush=True)
+            r = json.loads(line[0][7:])
+            mf, jac, dense = r["mf-kspace"], r.get("mf-jacobi"), r.get("dense")
+            its = lambda x: "/".join(str(k) for k in x["iterations"]) if x else "-"  # noqa: E731
+            coarse = "+" + "/".join(str(k) for k in mf["coarse"]) if mf["coarse"] else "-"
+            precond = mf["preconditioner"] + (f" FALLBACK: {mf['fallback']}" if mf["fallback"] else "")
+            print(f"{kind:>8} {r['N']:>7} {mf['s']:>12.2f} {mf['cpu_s']:>7.2f} {its(mf):>11} {coarse:>10} "
+                  f"{mf['peak_mb']:>8.0f} {jac['s'] if jac else float('nan'):>12.2f} {its(jac):>11} "
+                  f"{dense['s'] if dense else float('nan'):>8.2f} {r.get('max_dq', float('nan')):>8.1e} {precond}",
+                  flush=True)
 
 
 if __name__ == "__main__":
