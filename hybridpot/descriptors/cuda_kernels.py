@@ -3,7 +3,7 @@
 One thread per centre atom runs the same per-centre function as the CPU kernel
 (:func:`hybridpot.descriptors.kernels.centre_kernel`, compiled for the device by numba-cuda),
 so both targets compute the same sums in the same order. Work space is indexed by pair
-(``scratch [M, 1 + 2 n_rc]``, ``ang_list [M]``): the rows of a centre's own pairs, no
+(``scratch [M, 1 + 2 n_rc + 2 n_keys]``, ``ang_list [M]``): the rows of a centre's own pairs, no
 padding to the largest neighbour count. Torch tensors are passed without copies through
 ``__cuda_array_interface__`` on torch's current stream. With ``NUMBA_ENABLE_CUDASIM=1``
 numba's CUDA simulator runs these kernels on the CPU (slowly), which is how the tests check
@@ -27,8 +27,8 @@ THREADS_PER_BLOCK = 64
 @cuda.jit
 def _features_kernel(vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind, cut_alpha,
                      rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn, wang_off, wang_fn,
-                     pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, G, dG, want_dG, scratch,
-                     ang_list):
+                     pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off, key_par, G, dG, want_dG,
+                     scratch, ang_list):
     i = cuda.grid(1)
     if i >= offsets.shape[0] - 1:
         return
@@ -36,12 +36,13 @@ def _features_kernel(vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
     end = offsets[i + 1]
     centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind, cut_alpha,
                   rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn, wang_off, wang_fn,
-                  pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, G, dG, want_dG,
+                  pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off, key_par, G, dG, want_dG,
                   scratch[start:end], ang_list[start:end])
 
 
 def _launch(plan, arrays, n_atoms, m, to_device, empty, want_dG, stream):
-    n_cols = 1 + 2 * plan.rc_table.shape[0]
+    n_keys = int(np.diff(plan.key_off).max()) if plan.key_off.shape[0] > 1 else 0
+    n_cols = 1 + 2 * plan.rc_table.shape[0] + 2 * n_keys
     G = empty((n_atoms, plan.n_features))
     dG = empty((m, plan.width, 3)) if want_dG else empty((1, 1, 3))
     scratch = empty((max(m, 1), n_cols))
@@ -52,7 +53,7 @@ def _launch(plan, arrays, n_atoms, m, to_device, empty, want_dG, stream):
             arrays["neighbor_z"], p.n_el, p.n_pairs, p.cut_kind, p.cut_alpha] + [
         to_device(getattr(p, n)) for n in ("rc_table", "fpar", "ipar", "rad_off", "rad_fn", "wrad_off", "wrad_fn",
                                            "ang_off", "ang_fn", "wang_off", "wang_fn", "pair_slot", "pair_first",
-                                           "ang_rc_max", "ang_jk_limit", "wang_jk_limit")] + [
+                                           "ang_rc_max", "ang_jk_limit", "wang_jk_limit", "key_off", "key_par")] + [
         G, dG, bool(want_dG), scratch, ang_list]
     if stream is None:
         _features_kernel[blocks, THREADS_PER_BLOCK](*args)
