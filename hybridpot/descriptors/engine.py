@@ -267,7 +267,13 @@ def _match_torch_threads() -> None:
     (forward and backward may run on different threads)."""
     from numba import config as numba_config, set_num_threads
 
-    set_num_threads(max(1, min(torch.get_num_threads(), numba_config.NUMBA_NUM_THREADS)))
+    n_torch = torch.get_num_threads()
+    set_num_threads(max(1, min(n_torch, numba_config.NUMBA_NUM_THREADS)))
+    # measured: the first call starts numba's thread pool, and with its OpenMP layer (the
+    # default next to torch's libgomp) that reset torch's own count from 1 back to the core
+    # count; restore it, so that torch.set_num_threads(1) keeps meaning one thread for both
+    if torch.get_num_threads() != n_torch:
+        torch.set_num_threads(n_torch)
 
 
 def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_dG: bool):
