@@ -45,6 +45,13 @@ def timed(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
+def timed_cpu(fn) -> tuple:
+    """(wall s, CPU s of this process) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def build_torchani(dtype, device):
     import torchani
     from torchani.aev import AEVComputer
@@ -76,17 +83,22 @@ def main(argv=None):
     parser.add_argument("--plot", default="benchmarks/vs_torchani.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on the shared 2-core machine 2 threads were up to 10x slower)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "kernel", "reference"],
+                        help="hybridpot descriptor engine (auto: compiled kernels)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
 
     desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=6.0, n_radial=8, angular_r_cut=4.0)
+    desc.engine = args.engine
     ours = hp.HybridPotential(short_range=hp.ShortRange(["Na", "Cl"], desc, hidden=(25, 25))).to(args.device, dtype)
     aev, nets, ani_version = build_torchani(dtype, args.device)
     print(f"torch {torch.__version__}, torchani {ani_version}, threads {torch.get_num_threads()}, {args.dtype}, "
-          f"{args.device}; features per atom: hybridpot {desc.n_features[0]}, torchani {aev.out_dim}")
-    print(f"{'N':>7} {'hybridpot s':>12} {'torchani s':>11} {'ratio':>7}")
+          f"{args.device}; features per atom: hybridpot {desc.n_features[0]}, torchani {aev.out_dim}; "
+          f"engine {args.engine}; {os.popen('uptime').read().strip()}")
+    print(f"{'N':>7} {'hybridpot s':>12} {'torchani s':>11} {'ratio':>7} {'hp cpu s':>9} {'ani cpu s':>10} "
+          f"{'ratio cpu':>10}")
     rows = []
     for n in args.sizes:
         atoms = liquid(n)
@@ -107,12 +119,22 @@ def main(argv=None):
         # interleaved: each repeat times both codes back to back, so load changes on a shared
         # machine hit both; the ratio is the median of the per-repeat ratios
         run_ours(), run_ani()
-        pairs = [(timed(run_ours, 1, args.device), timed(run_ani, 1, args.device)) for _ in range(args.repeats)]
+        if args.device.startswith("cuda"):
+            pairs = [(timed(run_ours, 1, args.device), timed(run_ani, 1, args.device)) for _ in range(args.repeats)]
+            cpu_pairs = None
+        else:
+            both = [(timed_cpu(run_ours), timed_cpu(run_ani)) for _ in range(args.repeats)]
+            pairs = [(a[0], b[0]) for a, b in both]
+            cpu_pairs = [(a[1], b[1]) for a, b in both]
         t_ours = statistics.median(p[0] for p in pairs)
         t_ani = statistics.median(p[1] for p in pairs)
         ratio = statistics.median(p[0] / p[1] for p in pairs)
         rows.append((len(atoms), t_ours, t_ani))
-        print(f"{len(atoms):>7} {t_ours:>12.4f} {t_ani:>11.4f} {ratio:>7.2f}", flush=True)
+        cpu = ""
+        if cpu_pairs:
+            c_ours, c_ani = (statistics.median(p[k] for p in cpu_pairs) for k in (0, 1))
+            cpu = f" {c_ours:>9.4f} {c_ani:>10.4f} {statistics.median(p[0] / p[1] for p in cpu_pairs):>10.2f}"
+        print(f"{len(atoms):>7} {t_ours:>12.4f} {t_ani:>11.4f} {ratio:>7.2f}{cpu}", flush=True)
     if args.plot:
         import matplotlib
 

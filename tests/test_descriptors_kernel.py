@@ -182,12 +182,31 @@ def test_thread_count_does_not_change_results():
     try:
         torch.set_num_threads(1)
         one = run(model, atoms, "kernel")
+        assert torch.get_num_threads() == 1  # the kernels' thread pool leaves torch's setting alone
         torch.set_num_threads(2)
         two = run(model, atoms, "kernel")
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(n)
     # each centre atom is one unit of work: the same sums in the same order
     assert torch.equal(one["energy"], two["energy"]) and torch.equal(one["forces"], two["forces"])
+
+
+def test_fresh_process_keeps_torch_thread_count():
+    """Starting numba's thread pool (OpenMP layer) once reset torch's thread count: not any more."""
+    code = textwrap.dedent("""
+        import sys, torch
+        sys.path.insert(0, {root!r})
+        torch.set_num_threads(1)
+        import hybridpot as hp, numba
+        from ase.build import bulk
+        desc = hp.SymmetryFunctions.default(["Cu"], r_cut=4.0)
+        model = hp.HybridPotential(short_range=hp.ShortRange(["Cu"], desc, hidden=(4,))).double()
+        model(hp.AtomicSystem.from_ase(bulk("Cu", cubic=True).repeat(2)))
+        print("THREADS", torch.get_num_threads(), numba.get_num_threads())
+    """).format(root=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert "THREADS 1 1" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- training, second derivatives

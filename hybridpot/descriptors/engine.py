@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -90,6 +89,8 @@ class KernelPlan:
     ang_rc_max: np.ndarray
     ang_jk_limit: np.ndarray
     wang_jk_limit: np.ndarray
+    key_off: np.ndarray
+    key_par: np.ndarray
     slot_features: np.ndarray
     key: tuple
 
@@ -99,15 +100,15 @@ class KernelPlan:
         if device not in cache:
             names = ("rc_table", "fpar", "ipar", "rad_off", "rad_fn", "wrad_off", "wrad_fn", "ang_off", "ang_fn",
                      "wang_off", "wang_fn", "pair_slot", "pair_first", "ang_rc_max", "ang_jk_limit", "wang_jk_limit",
-                     "slot_features")
+                     "key_off", "key_par", "slot_features")
             cache[device] = {n: torch.from_numpy(getattr(self, n)).to(device) for n in names}
         return cache[device]
 
 
 def build_plan(desc) -> KernelPlan:
     """The kernel plan of a :class:`~hybridpot.descriptors.SymmetryFunctions` (cached on it)."""
-    from .kernels import N_INT_PARAMS, I_ASYM, I_CODE, I_FEATURE, I_KIND, I_RC, I_SLOT_A, I_SLOT_B, I_USE_INT, \
-        I_ZETA
+    from .kernels import N_INT_PARAMS, I_ASYM, I_CODE, I_FEATURE, I_KEY, I_KIND, I_RC, I_SLOT_A, I_SLOT_B, \
+        I_USE_INT, I_ZETA
 
     key = (tuple(desc.functions), desc.cutoff_type, desc.cutoff_alpha, tuple(desc.elements))
     cached = desc.__dict__.get("_kernel_plan")
@@ -135,8 +136,14 @@ def build_plan(desc) -> KernelPlan:
     ang_rc_max = np.zeros(n_el)
     ang_jk_limit = np.zeros(n_el * n_pairs)
     wang_jk_limit = np.zeros(n_el)
+    key_off = np.zeros(n_el + 1, dtype=np.int64)
+    key_rows = []  # (eta, r_s, rc index) of each element's Gaussian angular functions
     for c, z in enumerate(elements):
         own = [f for f in desc.functions if f.center == z]
+        keys = sorted({(f.eta, f.r_shift, rc_table.index(f.r_cut)) for f in own
+                       if not f.is_radial and not f.is_compact})
+        key_rows += [(eta, rs, float(t)) for eta, rs, t in keys]
+        key_off[c + 1] = len(key_rows)
         # weighted functions first, in every neighbour element's slot list (slot independent of e)
         for k, f in enumerate(own):
             if f.is_weighted:
@@ -160,10 +167,12 @@ def build_plan(desc) -> KernelPlan:
             irow[I_CODE], irow[I_FEATURE], irow[I_SLOT_A], irow[I_SLOT_B] = fam.kernel_code(f), k, sa, sb
             irow[I_RC], irow[I_KIND], irow[I_ASYM], irow[I_USE_INT], irow[I_ZETA] = (rc_index, kind, int(asym),
                                                                                      int(use_int), zeta_int)
+            if not f.is_radial and not f.is_compact:
+                irow[I_KEY] = keys.index((f.eta, f.r_shift, rc_index))
             fn = len(rows)
             rows.append(row)
             irows.append(irow)
-            order = (rc_index, irow[I_CODE], row[0], row[1], fn)  # equal (eta, r_s) adjacent: exp reused
+            order = (irow[I_CODE], irow[I_KEY], fn)  # equal (type, eta, r_s, r_c) adjacent: reused
             if f.is_radial:
                 (wrad_lists[c] if f.is_weighted else rad_lists[c * n_el + slot[f.neighbors[0]]]).append((order, fn))
             else:
@@ -204,7 +213,9 @@ def build_plan(desc) -> KernelPlan:
         ipar=np.asarray(irows, dtype=np.int64).reshape(-1, N_INT_PARAMS),
         rad_off=rad_off, rad_fn=rad_fn, wrad_off=wrad_off, wrad_fn=wrad_fn, ang_off=ang_off, ang_fn=ang_fn,
         wang_off=wang_off, wang_fn=wang_fn, pair_slot=pair_slot, pair_first=np.asarray(pair_first, dtype=np.int64),
-        ang_rc_max=ang_rc_max, ang_jk_limit=ang_jk_limit, wang_jk_limit=wang_jk_limit, slot_features=slot_features, key=key,
+        ang_rc_max=ang_rc_max, ang_jk_limit=ang_jk_limit, wang_jk_limit=wang_jk_limit, key_off=key_off,
+        key_par=np.asarray(key_rows if key_rows else [(0.0, 0.0, 0.0)], dtype=np.float64).reshape(-1, 3),
+        slot_features=slot_features, key=key,
     )
     desc.__dict__["_kernel_plan"] = plan
     return plan
@@ -248,12 +259,26 @@ def pair_layout(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> Pair
     return PairLayout(offsets, i, slots, slots[j], numbers[j].long(), order, j, vectors[order].contiguous())
 
 
-def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_dG: bool):
+def _match_torch_threads() -> None:
+    """One knob for both libraries: ``torch.set_num_threads(n)`` also limits the kernels.
+
+    numba's thread count is per calling thread, so this runs before every kernel launch
+    (forward and backward may run on different threads)."""
     from numba import config as numba_config, set_num_threads
+
+    n_torch = torch.get_num_threads()
+    set_num_threads(max(1, min(n_torch, numba_config.NUMBA_NUM_THREADS)))
+    # measured: the first call starts numba's thread pool, and with its OpenMP layer (the
+    # default next to torch's libgomp) that reset torch's own count from 1 back to the core
+    # count; restore it, so that torch.set_num_threads(1) keeps meaning one thread for both
+    if torch.get_num_threads() != n_torch:
+        torch.set_num_threads(n_torch)
+
+
+def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_dG: bool):
     from .kernels import symmetry_functions_cpu
 
-    # one knob for both libraries: torch.set_num_threads(n) also limits the kernels
-    set_num_threads(max(1, min(torch.get_num_threads(), numba_config.NUMBA_NUM_THREADS)))
+    _match_torch_threads()
     n_atoms = layout.offsets.shape[0] - 1
     m = vectors.shape[0]
     G = np.empty((n_atoms, plan.n_features), dtype=np.float64)
@@ -263,7 +288,8 @@ def _run_cpu(plan: KernelPlan, vectors: torch.Tensor, layout: PairLayout, want_d
                            layout.neighbor_z.numpy(), plan.n_el, plan.n_pairs, plan.cut_kind, plan.cut_alpha,
                            plan.rc_table, plan.fpar, plan.ipar, plan.rad_off, plan.rad_fn, plan.wrad_off, plan.wrad_fn,
                            plan.ang_off, plan.ang_fn, plan.wang_off, plan.wang_fn, plan.pair_slot, plan.pair_first,
-                           plan.ang_rc_max, plan.ang_jk_limit, plan.wang_jk_limit, G, dG, want_dG)
+                           plan.ang_rc_max, plan.ang_jk_limit, plan.wang_jk_limit, plan.key_off, plan.key_par, G, dG,
+                           want_dG)
     G_t = torch.from_numpy(G)
     dG_t = torch.from_numpy(dG) if want_dG else None
     if vectors.dtype != torch.float64:  # sums are accumulated in float64; results in the input dtype
@@ -293,6 +319,7 @@ def _contract(grad_G: torch.Tensor, dG: torch.Tensor, plan: KernelPlan, layout: 
         return torch.zeros_like(sorted_grad).index_copy(0, layout.order, sorted_grad)
     from .kernels import contract_cpu
 
+    _match_torch_threads()
     out = np.empty((dG.shape[0], 3), dtype=dG.numpy().dtype)
     contract_cpu(grad_G.detach().contiguous().numpy(), dG.numpy(), layout.offsets.numpy(),
                  layout.center_slot.numpy(), layout.neighbor_slot.numpy(), plan.slot_features, plan.n_el,

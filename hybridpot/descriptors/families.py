@@ -32,8 +32,8 @@ _COMPACT_KINDS = {"p1": 1, "p2": 2, "p3": 3, "p4": 4}
 K_RADIAL, K_RADIAL_COMPACT, K_RADIAL_WEIGHTED = 0, 1, 2
 K_NARROW, K_WIDE, K_COMPACT_NARROW, K_COMPACT_WIDE, K_WEIGHTED_NARROW, K_WEIGHTED_WIDE = 3, 4, 5, 6, 7, 8
 #: float parameter columns of a kernel row
-F_ETA, F_RS, F_RC, F_LAM, F_ZETA, F_RL, F_AL, F_AR, F_NORM = range(9)
-N_FLOAT_PARAMS = 9
+F_ETA, F_RS, F_RC, F_LAM, F_ZETA, F_RL, F_AL, F_AR, F_NORM, F_DNORM = range(10)
+N_FLOAT_PARAMS = 10
 
 
 def element_number(element: int | str) -> int:
@@ -185,6 +185,7 @@ class GaussianAngular(Family):
     def kernel_row(cls, f):
         row, _, _, _, _ = super().kernel_row(f)
         row[F_LAM], row[F_ZETA], row[F_NORM] = f.lam, f.zeta, 2.0 ** (1.0 - f.zeta)
+        row[F_DNORM] = row[F_NORM] * f.zeta * f.lam  # d(norm plam^zeta)/dcos = F_DNORM plam^(zeta - 1)
         zeta_int = round(f.zeta)
         # n2p2 SymFncBaseExpAng: integer power when |zeta - round(zeta)| <= DBL_MIN
         use_int = abs(f.zeta - zeta_int) <= 2.2250738585072014e-308

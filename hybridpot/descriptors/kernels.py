@@ -3,10 +3,11 @@
 Layout (built by :mod:`hybridpot.descriptors.engine`):
 
 * pairs sorted by centre atom, CSR ``offsets [N + 1]``; ``vectors [M, 3]`` = r_j - r_i (Å);
-* every function of the set is one row of ``fpar [n_fn, 9]`` (float, columns
-  ``families.F_*``) and ``ipar [n_fn, 9]`` (int: family code, feature index, slot in the
+* every function of the set is one row of ``fpar [n_fn, 10]`` (float, columns
+  ``families.F_*``) and ``ipar [n_fn, 10]`` (int: family code, feature index, slot in the
   (centre, first element) channel, slot in the (centre, second element) channel, index of
-  its cutoff radius in ``rc_table``, compact core kind, asymmetric, integer zeta?, zeta);
+  its cutoff radius in ``rc_table``, compact core kind, asymmetric, integer zeta?, zeta, index of its
+  (eta, r_s, r_c) among the centre element's ``key_par`` rows ``key_off[c]:key_off[c + 1]``);
 * functions are listed per channel: radial ones per (centre element, neighbour element)
   ``rad_off/rad_fn``, element-weighted radial ones per centre element ``wrad_off/wrad_fn``,
   angular ones per (centre element, element pair) ``ang_off/ang_fn`` and weighted angular
@@ -25,9 +26,12 @@ for both targets through ``register_jitable``): a parallel ``prange`` over centr
 CPU (:func:`symmetry_functions_cpu`), one CUDA thread per centre on a GPU
 (:mod:`hybridpot.descriptors.cuda_kernels`). Work shared between functions as in n2p2's
 symmetry-function groups: distances and cutoff values/derivatives once per neighbour and
-distinct cutoff radius, cos theta, r_jk and its derivatives once per triplet, the
-Gaussian exponential reused by consecutive functions with equal (eta, r_s) (functions
-are ordered so within a channel), f_c(r_jk) once per triplet and cutoff radius. Sums are
+distinct cutoff radius; the Gaussian pair factors ``exp(-eta (r - r_s)^2) f_c(r)`` and
+their derivatives once per neighbour and distinct (eta, r_s, r_c) of the centre element's
+angular functions; cos theta, r_jk and their derivatives once per triplet; the r_jk
+factor once per triplet and (eta, r_s, r_c), reused by the functions that differ only in
+lambda and zeta (adjacent in the channel lists); triplets whose r_jk is beyond every
+function of a narrow-only channel are skipped before any angle work. Sums are
 accumulated in float64 whatever the input dtype.
 """
 
@@ -52,7 +56,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 from ..cutoff import cutoff_fdf
 from ..polynomials import polynomial_step_fdf
-from .families import (F_AL, F_AR, F_ETA, F_LAM, F_NORM, F_RC, F_RL, F_RS, F_ZETA, K_COMPACT_NARROW,
+from .families import (F_AL, F_AR, F_DNORM, F_ETA, F_LAM, F_NORM, F_RC, F_RL, F_RS, F_ZETA, K_COMPACT_NARROW,
                        K_COMPACT_WIDE, K_NARROW, K_RADIAL, K_RADIAL_WEIGHTED, K_WEIGHTED_NARROW,
                        K_WEIGHTED_WIDE, K_WIDE)
 
@@ -60,8 +64,8 @@ __all__ = ["centre_kernel", "symmetry_functions_cpu", "contract_cpu", "compact_f
            "N_SCRATCH_BASE"]
 
 # integer parameter columns
-I_CODE, I_FEATURE, I_SLOT_A, I_SLOT_B, I_RC, I_KIND, I_ASYM, I_USE_INT, I_ZETA = range(9)
-N_INT_PARAMS = 9
+I_CODE, I_FEATURE, I_SLOT_A, I_SLOT_B, I_RC, I_KIND, I_ASYM, I_USE_INT, I_ZETA, I_KEY = range(10)
+N_INT_PARAMS = 10
 #: scratch columns per neighbour: r, then (f_c, df_c) per distinct cutoff radius
 N_SCRATCH_BASE = 1
 
@@ -131,11 +135,11 @@ def _add_pair_gradient(dG, p, slot, gx, gy, gz):
 @register_jitable
 def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind,
                   cut_alpha, rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn, wang_off,
-                  wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, G, dG, want_dG, scratch,
-                  ang_list):
+                  wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off, key_par, G, dG, want_dG,
+                  scratch, ang_list):
     """Features of centre atom ``i`` (row ``G[i]``) and, if ``want_dG``, ``dG`` of its pairs.
 
-    ``scratch [>= n_neighbours, 1 + 2 n_rc]`` and ``ang_list [>= n_neighbours]`` are work
+    ``scratch [>= n_neighbours, 1 + 2 n_rc + 2 n_keys]`` and ``ang_list [>= n_neighbours]`` are work
     space of this centre only.
     """
     c = center_slot[i]
@@ -213,10 +217,27 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
     if r_ang <= 0.0:
         return
     n_ang = 0
+    k_lo = key_off[c]
+    k_hi = key_off[c + 1]
+    key_base = 1 + 2 * n_rc
     for p in range(start, end):
-        if scratch[p - start, 0] < r_ang:
+        q = p - start
+        r = scratch[q, 0]
+        if r < r_ang:
             ang_list[n_ang] = p
             n_ang += 1
+            # pair factors h = exp(-eta (r - r_s)^2) f_c(r) and dh/dr of every distinct
+            # (eta, r_s, r_c) of this element's Gaussian angular functions: computed once per
+            # neighbour, not once per triplet (type 9 then needs no exponential per triplet)
+            for k in range(k_lo, k_hi):
+                eta = key_par[k, 0]
+                d = r - key_par[k, 1]
+                t = int(key_par[k, 2])
+                fc = scratch[q, 1 + 2 * t]
+                g = math.exp(-eta * d * d)
+                col = key_base + 2 * (k - k_lo)
+                scratch[q, col] = g * fc
+                scratch[q, col + 1] = g * (scratch[q, 2 + 2 * t] - 2.0 * eta * d * fc)
     wlo = wang_off[c]
     whi = wang_off[c + 1]
     for aj in range(n_ang):
@@ -279,11 +300,9 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
             fcjk = 0.0
             dfcjk = 0.0
             # radial part of the Gaussian functions, shared by consecutive functions with equal
-            # (type, r_c, eta, r_s) (pairs lambda = +-1 in n2p2's sets: half the exponentials)
-            last_eta = 0.0
-            last_rs = 0.0
+            # (type, r_c, eta, r_s) (pairs lambda = +-1 in n2p2's sets: half the r_jk exponentials)
             last_code = -1  # nothing cached yet for this triplet
-            last_rt = -1
+            last_key = -1
             rad = 0.0
             r_rj = 0.0
             r_rk = 0.0
@@ -312,44 +331,41 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
                         t = ipar[fn, I_RC]
                         eta = fpar[fn, F_ETA]
                         rs = fpar[fn, F_RS]
-                        if code != last_code or t != last_rt or eta != last_eta or rs != last_rs:
-                            fj = scratch[qj, 1 + 2 * t]
-                            dfj = scratch[qj, 2 + 2 * t]
-                            fk = scratch[qk, 1 + 2 * t]
-                            dfk = scratch[qk, 2 + 2 * t]
-                            dj = rj - rs
-                            dk = rk - rs
-                            s2 = dj * dj + dk * dk
-                            if narrow:
-                                djk = rjk - rs
-                                s2 += djk * djk
-                            gexp = math.exp(-eta * s2)
-                            two_eta = 2.0 * eta
-                            rad = gexp * fj * fk
-                            r_rj = gexp * fk * (dfj - two_eta * dj * fj)
-                            r_rk = gexp * fj * (dfk - two_eta * dk * fk)
+                        key = ipar[fn, I_KEY]
+                        if code != last_code or key != last_key:
+                            col = key_base + 2 * key
+                            hj = scratch[qj, col]
+                            dhj = scratch[qj, col + 1]
+                            hk = scratch[qk, col]
+                            dhk = scratch[qk, col + 1]
+                            rad = hj * hk
+                            r_rj = dhj * hk
+                            r_rk = hj * dhk
                             r_rjk = 0.0
                             if narrow:
                                 if t != last_t:
                                     fcjk, dfcjk = cutoff_fdf(rjk, rc_table[t], cut_kind, cut_alpha)
                                     last_t = t
-                                r_rj *= fcjk
-                                r_rk *= fcjk
-                                r_rjk = rad * (dfcjk - two_eta * djk * fcjk)
-                                rad *= fcjk
+                                djk = rjk - rs
+                                gjk = math.exp(-eta * djk * djk)
+                                hjk = gjk * fcjk
+                                r_rjk = rad * gjk * (dfcjk - 2.0 * eta * djk * fcjk)
+                                r_rj *= hjk
+                                r_rk *= hjk
+                                rad *= hjk
                             last_code = code
-                            last_rt = t
-                            last_eta = eta
-                            last_rs = rs
-                        zeta = fpar[fn, F_ZETA]
+                            last_key = key
                         if ipar[fn, I_USE_INT] != 0:
-                            pzm1 = _pow_int(plam, ipar[fn, I_ZETA] - 1)
+                            zm1 = ipar[fn, I_ZETA] - 1
+                            if zm1 == 0:  # zeta = 1, the most common value: no power at all
+                                pzm1 = 1.0
+                            else:
+                                pzm1 = _pow_int(plam, zm1)
                         else:
-                            pzm1 = plam ** (zeta - 1.0)
-                        norm = fpar[fn, F_NORM]
-                        ang = norm * pzm1 * plam
+                            pzm1 = plam ** (fpar[fn, F_ZETA] - 1.0)
+                        ang = fpar[fn, F_NORM] * pzm1 * plam
                         value = ang * rad
-                        d_cos = norm * zeta * lam * pzm1 * rad
+                        d_cos = fpar[fn, F_DNORM] * pzm1 * rad
                         d_rj = ang * r_rj
                         d_rk = ang * r_rk
                         d_rjk = ang * r_rjk
@@ -407,19 +423,22 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
 @njit(parallel=True, cache=True)
 def symmetry_functions_cpu(vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind,
                            cut_alpha, rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn,
-                           wang_off, wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, G, dG,
-                           want_dG):
+                           wang_off, wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off,
+                           key_par, G, dG, want_dG):
     """All centres in parallel (numba ``prange``); see :func:`centre_kernel` for the arguments."""
     n_atoms = offsets.shape[0] - 1
-    n_cols = 1 + 2 * rc_table.shape[0]
+    n_keys = 0
+    for c in range(key_off.shape[0] - 1):
+        n_keys = max(n_keys, key_off[c + 1] - key_off[c])
+    n_cols = 1 + 2 * rc_table.shape[0] + 2 * n_keys
     for i in prange(n_atoms):
         n_nb = max(offsets[i + 1] - offsets[i], 1)
         scratch = np.empty((n_nb, n_cols), dtype=np.float64)
         ang_list = np.empty(n_nb, dtype=np.int64)
         centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind,
                       cut_alpha, rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn, wang_off,
-                      wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, G, dG, want_dG, scratch,
-                      ang_list)
+                      wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off, key_par, G, dG,
+                      want_dG, scratch, ang_list)
 
 
 @register_jitable

@@ -1,11 +1,23 @@
+"""The :class:`SymmetryFunctions` module: a set of functions, its scaling, and the torch reference.
+
+Evaluation is dispatched by :attr:`SymmetryFunctions.engine`: the compiled kernels
+(:mod:`hybridpot.descriptors.engine`) by default, or the vectorised torch implementation
+below (``engine = "reference"``), which tests compare the kernels against, ``torch.jit.trace``
+export uses, and the kernels' second-derivative fallback calls. In the reference, pair terms
+for every distinct parameter set are accumulated with ``index_add`` into per-(atom, neighbour
+element) channels, triplet terms (explicit triplet tensors, or per-atom moment tensors for
+type 9 with integer zeta) into per-(atom, element pair) channels, and each element's feature
+vector is a gather from those channels. Features are padded to the longest element's length;
+``feature_mask`` says which entries are real.
+"""
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
 import torch
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 from torch import nn
 
 from ..cutoff import cutoff_function, cutoff_type_number
