@@ -106,8 +106,13 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
 
     kw = keyword_values((source / "input.nn").read_text())
     kalman = {field: float(kw[key][0]) for key, field in KALMAN_KEYWORDS.items() if key in kw}
-    if file_units == "bohr_hartree":
-        kalman.update(energy_unit=Hartree, length_unit=Bohr)
+    # the filter's errors in n2p2's units: the file's, and n2p2's normalised units where input.nn has
+    # conv_energy / conv_length (E_n = E conv_energy, F_n = F conv_energy / conv_length)
+    energy_unit, length_unit = (Hartree, Bohr) if file_units == "bohr_hartree" else (1.0, 1.0)
+    if "conv_energy" in kw and "conv_length" in kw:
+        energy_unit /= float(kw["conv_energy"][0])
+        length_unit /= float(kw["conv_length"][0])
+    kalman.update(energy_unit=energy_unit, length_unit=length_unit)
     kalman["per_atom_energy"] = False  # n2p2 observes total energies
     options = {"epochs": epochs, "charge_epochs": charge_epochs, **OPTIONS.get(name, {})}
     kalman.update(options.pop("kalman", {}))
