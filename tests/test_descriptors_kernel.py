@@ -363,3 +363,17 @@ def test_cuda_kernel_equals_cpu_on_gpu():
     out = model(hp.AtomicSystem.from_ase(atoms).to(device="cuda"))
     model.cpu()
     assert close(out["forces"].cpu(), cpu["forces"], 1e-12)
+
+
+def test_saved_models_carry_no_kernel_plan(tmp_path):
+    """The plan is a cache of the function set: rebuilt after loading, never stored in model files."""
+    atoms = environments()["triclinic"]
+    desc = descriptor("all")
+    model = model_for(desc, atoms)
+    before = run(model, atoms, "kernel")
+    assert "_kernel_plan" in desc.__dict__
+    hp.save(model, tmp_path / "model.pt")
+    loaded = hp.load(tmp_path / "model.pt")
+    assert "_kernel_plan" not in loaded.short_range.descriptor.__dict__
+    after = run(loaded, atoms, "kernel")
+    assert torch.equal(before["forces"], after["forces"])
