@@ -299,6 +299,25 @@ def test_negative_and_fractional_zeta_as_n2p2():
 
 
 # ----------------------------------------------------------------------------- engine selection
+def test_cuda_without_kernels_falls_back_with_one_warning(monkeypatch):
+    from hybridpot.descriptors import engine
+
+    monkeypatch.setattr(engine, "cuda_kernel_available", lambda: False)
+    monkeypatch.setattr(engine, "_WARNED", set())
+    desc = descriptor("2")
+    with pytest.warns(RuntimeWarning, match="numba-cuda"):
+        assert desc.resolved_engine(torch.device("cuda")) == "reference"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert desc.resolved_engine(torch.device("cuda")) == "reference"
+    desc.engine = "kernel"
+    with pytest.raises(RuntimeError, match="engine='reference'"):
+        desc.resolved_engine(torch.device("cuda"))
+    desc.engine = "auto"
+
+
 def test_engine_choice_and_errors():
     desc = descriptor("2")
     assert desc.resolved_engine(torch.device("cpu")) == "kernel"
