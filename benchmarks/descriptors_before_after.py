@@ -3,7 +3,10 @@
 Loads ``hybridpot/descriptors.py`` of ``--commit`` (via ``git show``) as a second module and
 times the same model (same weights, same systems as vs_torchani.py: Na/Cl liquid, radial
 6 Å x 8, angular 4 Å, 25x25 networks) with each, interleaved; checks that energies and
-forces agree. Usage: python benchmarks/descriptors_before_after.py [--commit ec5c549]
+forces agree. The descriptors of commits before the compiled kernels (issue 13) are one file,
+which is what this loads; ``--commit 44e7359`` (the kernels' branch point) compares the torch
+implementation of that time with the working tree's default engine.
+Usage: python benchmarks/descriptors_before_after.py [--commit ec5c549]
 """
 
 from __future__ import annotations

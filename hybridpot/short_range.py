@@ -1,4 +1,9 @@
-"""Behler-Parrinello short-range energy: a sum of element-wise atomic energies."""
+"""Behler-Parrinello short-range energy: a sum of element-wise atomic energies.
+
+The symmetry functions come from the descriptor's engine (compiled kernels by default,
+:mod:`hybridpot.descriptors.engine`); forces and stress follow by autograd through the
+kernels' analytic dG/dr_ij.
+"""
 
 from __future__ import annotations
 

@@ -299,6 +299,25 @@ def test_negative_and_fractional_zeta_as_n2p2():
 
 
 # ----------------------------------------------------------------------------- engine selection
+def test_cuda_without_kernels_falls_back_with_one_warning(monkeypatch):
+    from hybridpot.descriptors import engine
+
+    monkeypatch.setattr(engine, "cuda_kernel_available", lambda: False)
+    monkeypatch.setattr(engine, "_WARNED", set())
+    desc = descriptor("2")
+    with pytest.warns(RuntimeWarning, match="numba-cuda"):
+        assert desc.resolved_engine(torch.device("cuda")) == "reference"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert desc.resolved_engine(torch.device("cuda")) == "reference"
+    desc.engine = "kernel"
+    with pytest.raises(RuntimeError, match="engine='reference'"):
+        desc.resolved_engine(torch.device("cuda"))
+    desc.engine = "auto"
+
+
 def test_engine_choice_and_errors():
     desc = descriptor("2")
     assert desc.resolved_engine(torch.device("cpu")) == "kernel"
@@ -363,3 +382,17 @@ def test_cuda_kernel_equals_cpu_on_gpu():
     out = model(hp.AtomicSystem.from_ase(atoms).to(device="cuda"))
     model.cpu()
     assert close(out["forces"].cpu(), cpu["forces"], 1e-12)
+
+
+def test_saved_models_carry_no_kernel_plan(tmp_path):
+    """The plan is a cache of the function set: rebuilt after loading, never stored in model files."""
+    atoms = environments()["triclinic"]
+    desc = descriptor("all")
+    model = model_for(desc, atoms)
+    before = run(model, atoms, "kernel")
+    assert "_kernel_plan" in desc.__dict__
+    hp.save(model, tmp_path / "model.pt")
+    loaded = hp.load(tmp_path / "model.pt")
+    assert "_kernel_plan" not in loaded.short_range.descriptor.__dict__
+    after = run(loaded, atoms, "kernel")
+    assert torch.equal(before["forces"], after["forces"])

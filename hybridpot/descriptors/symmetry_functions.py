@@ -741,6 +741,14 @@ class SymmetryFunctions(nn.Module):
             f"cutoff={self.cutoff}, cutoff_type={self.cutoff_type}, scaling={self.scaling_mode!r}"
         )
 
+    #: derived caches kept in ``__dict__``; rebuilt on demand, never pickled (a saved model must
+    #: not carry a kernel plan of another hybridpot version)
+    _CACHE_KEYS = ("_kernel_plan", "_angular_plan_cache", "_cutoff_plan_cache")
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k not in self._CACHE_KEYS}
+
     # scaling mode is plain Python state: keep it in the state dict
     def get_extra_state(self):
         return {"scaling_mode": self.scaling_mode}
