@@ -8,9 +8,10 @@ Both programs evaluate the same potential on the same structure in one run, repe
   ``Prediction::predict()`` (neighbour list, symmetry functions, networks, forces; 4G: QEq and
   Ewald too) with the process CPU clock. ``readStructureFromFile`` before each call restores the
   structure and is not timed. n2p2 is single-threaded (no OpenMP in this build).
-* hybridpot: ``hp.from_n2p2(directory)`` (file units, float64), one warm
-  ``model(system, compute_stress=False)`` per timed call (neighbour list included), at one and at
-  two torch threads.
+* hybridpot: ``hp.from_n2p2(directory)`` (file units, float64; 4G periodic rows with
+  ``ewald="n2p2"``, n2p2's own ``ewald_prec`` truncation, so that both programs sum the same terms),
+  one warm ``model(system, compute_stress=False)`` per timed call (neighbour list included), at one
+  and at two torch threads.
 
 Peak memory: each side once more in a fresh process (``ru_maxrss`` of the child from ``wait4``),
 reported as the process peak; for hybridpot also the increase over the RSS after imports.
@@ -197,7 +198,7 @@ def run_n2p2(binary: Path, directory: Path, repeats: int) -> dict:
 class HybridpotRow:
     """One row's model and system, kept warm across repeats."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, ewald: str = "n2p2"):
         import torch
 
         import hybridpot as hp
@@ -214,7 +215,9 @@ class HybridpotRow:
 
             from hybridpot.electrostatics import COULOMB_CONSTANT
 
-            self.model = hp.from_n2p2(directory, units="ase", file_units="bohr_hartree", overrides=overrides)
+            kwargs = {"ewald": ewald} if self.periodic(directory) else {}
+            self.model = hp.from_n2p2(directory, units="ase", file_units="bohr_hartree", overrides=overrides,
+                                      **kwargs)
             atoms = read_input_data(directory / "input.data", units="bohr_hartree")[0]
             self.energy_unit = COULOMB_CONSTANT / Bohr  # eV per file energy unit (k_e = 1 Ha Bohr / e^2)
             self.force_unit = self.energy_unit / Bohr
@@ -224,6 +227,10 @@ class HybridpotRow:
             self.energy_unit = self.force_unit = 1.0
         self.system = hp.AtomicSystem.from_ase(atoms)
         self.n_atoms = len(atoms)
+
+    @staticmethod
+    def periodic(directory: Path) -> bool:
+        return any(line.startswith("lattice") for line in (directory / "input.data").read_text().splitlines())
 
     def call(self):
         return self.model(self.system, compute_stress=False)
@@ -242,15 +249,15 @@ class HybridpotRow:
                 "forces": out["forces"].detach().numpy() / self.force_unit}
 
 
-def hybridpot_memory(directory: Path) -> dict:
+def hybridpot_memory(directory: Path, ewald: str = "n2p2") -> dict:
     """Peak RSS of one energy+forces call in a fresh process (one thread)."""
     code = (
         "import sys, torch; torch.set_num_threads(1); sys.path.insert(0, %r);"
         "from vs_n2p2 import HybridpotRow, vm_hwm_mb; from pathlib import Path;"
         "import hybridpot; base = vm_hwm_mb();"
-        "row = HybridpotRow(Path(%r)); after_setup = vm_hwm_mb();"
+        "row = HybridpotRow(Path(%r), %r); after_setup = vm_hwm_mb();"
         "row.call(); print('rss', base, after_setup, vm_hwm_mb())"
-    ) % (str(Path(__file__).resolve().parent), str(directory))
+    ) % (str(Path(__file__).resolve().parent), str(directory), ewald)
     text = run_child([sys.executable, "-c", code], ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
     base, after_setup, peak = (float(w) for w in next(l for l in text.splitlines() if l.startswith("rss")).split()[1:])
     return {"peak_rss_mb": peak, "import_rss_mb": base, "setup_rss_mb": after_setup}
@@ -293,6 +300,9 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=3, help="timed calls per program per repeat")
     parser.add_argument("--n2p2", type=Path, default=Path("/tmp/n2p2/n2p2"), help="n2p2 build (include/, lib/)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
+    parser.add_argument("--ewald", choices=["n2p2", "converged"], default="n2p2",
+                        help="4G periodic rows: n2p2's own ewald_prec truncation (the same sums as nnp-predict, "
+                             "default) or hybridpot's converged sums (accuracy 1e-8)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "vs_n2p2.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "vs_n2p2.png")
     args = parser.parse_args(argv)
@@ -302,7 +312,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vs_n2p2_"))
     binary = build_driver(args.n2p2, workdir)
     directories = {row: prepare_row(row, workdir) for row in args.rows}
-    rows = {row: HybridpotRow(d) for row, d in directories.items()}
+    rows = {row: HybridpotRow(d, args.ewald) for row, d in directories.items()}
     samples = {row: {"n2p2": [], "hp1": [], "hp2": []} for row in args.rows}
     checks = {}
     print(uptime(), flush=True)
@@ -339,7 +349,7 @@ def main(argv=None) -> int:
             "n2p2_wall_s": med["n2p2_wall"], "hp1_wall_s": med["hp1_wall"], **checks[row],
         }
         if not args.no_memory:
-            result.update({f"hp_{k}": v for k, v in hybridpot_memory(directories[row]).items()})
+            result.update({f"hp_{k}": v for k, v in hybridpot_memory(directories[row], args.ewald).items()})
         results.append(result)
     print()
     print(uptime())
