@@ -286,9 +286,9 @@ def plot(results: list, path: Path) -> None:
     ax.bar(x + width, [r["hp2_us_per_atom"] for r in results], width, label="hybridpot (2 threads)")
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_yscale("log")
-    ax.set_ylabel("energy + forces, CPU µs per atom (median)")
+    ax.set_ylabel("energy + forces, µs per atom\n(median; 1 thread: CPU, 2 threads: wall)")
     ax.set_title("hybridpot vs n2p2 on n2p2's example potentials")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
