@@ -77,3 +77,25 @@ def test_binary_config_file(tmp_path):
     path.write_bytes(b"\x00\xff\xfe\x00")
     with pytest.raises(ConfigError, match="config.yaml: not a text"):
         load_config(path)
+
+
+def test_one_coulomb_section_configures_qeq_and_electrostatics(tmp_path):
+    """model.coulomb sets accuracy and real-space cutoff for both terms; the same key set differently
+    in charge_options or electrostatics is an error that names both places."""
+    from hybridpot.training.builder import build_model
+    from hybridpot.training.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x.xyz}\nmodel: {kind: 4G, cutoff: 4.0, n_radial: 2, hidden: [3], charge_hidden: [3],"
+                    " coulomb: {accuracy: 1.0e-5, real_space_cutoff: 8.0}}\n")
+    cfg = load_config(path)
+    model = build_model(cfg.model, [11, 17])
+    assert model.charges.real_space_cutoff == 8.0 and model.electrostatics.real_space_cutoff == 8.0
+    assert model.charges.params.accuracy == model.electrostatics.params.accuracy == 1e-5
+    path.write_text("data: {train: x.xyz}\nmodel: {kind: 4G, coulomb: {accuracy: 1.0e-5}, "
+                    "electrostatics: {accuracy: 1.0e-6}}\n")
+    with pytest.raises(ConfigError, match="model.electrostatics.accuracy.*model.coulomb.accuracy"):
+        load_config(path)
+    path.write_text("data: {train: x.xyz}\nmodel: {kind: 4G, coulomb: {smearing: 1.0}}\n")
+    with pytest.raises(ConfigError, match="model.coulomb.smearing"):
+        load_config(path)

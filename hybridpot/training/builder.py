@@ -53,13 +53,15 @@ def build_model(cfg: ModelConfig, elements: Sequence[int], base_dir: str | Path 
             from ..qeq import ChargeEquilibration
         except ImportError as err:  # pragma: no cover - depends on the installed version
             raise ValueError(f"a 4G model needs hybridpot.qeq and hybridpot.electrostatics: {err}") from err
-        terms["charges"] = ChargeEquilibration(zs, descriptor, hidden=tuple(cfg.charge_hidden), **cfg.charge_options)
+        # one Coulomb configuration (model.coulomb) for both QEq and the electrostatics
+        terms["charges"] = ChargeEquilibration(zs, descriptor, hidden=tuple(cfg.charge_hidden),
+                                               **{**cfg.charge_options, **cfg.coulomb})
     elif kind != "2G":
         raise ValueError(f"model kind must be '2G' or '4G', got {cfg.kind!r}")
     terms["short_range"] = ShortRange(zs, descriptor, hidden=tuple(cfg.hidden), activation=cfg.activation,
                                       use_charges=kind == "4G")
     if kind == "4G":
-        terms["electrostatics"] = Electrostatics(**cfg.electrostatics)
+        terms["electrostatics"] = Electrostatics(**{**cfg.electrostatics, **cfg.coulomb})
     if cfg.dispersion is not None:
         from ..dispersion import Dispersion
 

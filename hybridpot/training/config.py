@@ -24,6 +24,10 @@ __all__ = ["DataConfig", "ModelConfig", "SchedulerConfig", "TrainingConfig", "Ou
            "load_config", "YamlLoader"]
 
 
+#: Coulomb settings shared by ChargeEquilibration and Electrostatics (model.coulomb)
+COULOMB_KEYS = ("accuracy", "real_space_cutoff", "interpolation_nodes")
+
+
 class ConfigError(ValueError):
     """An invalid configuration value: the message names file, key, value and the expected type."""
 
@@ -96,6 +100,9 @@ class ModelConfig:
     charge_options: Dict[str, Any] = field(default_factory=dict)
     #: keyword arguments of Electrostatics (4G)
     electrostatics: Dict[str, Any] = field(default_factory=dict)
+    #: 4G: the Coulomb settings that QEq and the electrostatics share, set once for both
+    #: (accuracy, real_space_cutoff in Å, interpolation_nodes); see COULOMB_KEYS
+    coulomb: Dict[str, Any] = field(default_factory=dict)
     #: add a Dispersion term (any model kind) with these keyword arguments; null = none
     dispersion: Optional[Dict[str, Any]] = None
 
@@ -215,6 +222,14 @@ class Config:
             make_activation(m.activation)
         except ValueError as err:
             raise ConfigError(f"model.activation = {m.activation!r}: {err}") from None
+        for key, value in m.coulomb.items():
+            _require(key in COULOMB_KEYS, f"model.coulomb.{key}", value, f"one of {list(COULOMB_KEYS)}")
+            for section in ("charge_options", "electrostatics"):
+                other = getattr(m, section)
+                _require(key not in other or other[key] == value, f"model.{section}.{key}", other.get(key),
+                         f"no value here (model.coulomb.{key} = {value!r} sets it for QEq and electrostatics)")
+        _require(all(m.coulomb.get(k, 1) > 0 for k in ("accuracy", "real_space_cutoff")), "model.coulomb",
+                 m.coulomb, "a positive accuracy and real_space_cutoff")
         _check_keywords("model.charge_options", m.charge_options, "hybridpot.qeq.ChargeEquilibration")
         _check_keywords("model.electrostatics", m.electrostatics, "hybridpot.electrostatics.Electrostatics")
         _check_keywords("model.dispersion", m.dispersion, "hybridpot.dispersion.Dispersion")
