@@ -132,7 +132,24 @@ def call_charge_model(term: nn.Module, system, graph, state: Optional[dict]
     if len(result) == 3:
         return result[0], result[1], dict(result[2])
     q, sigma = result
-    return q, sigma, {}
+    return q, sigma, solver_diagnostics(term, q.device)
+
+
+def solver_diagnostics(term: nn.Module, device) -> Dict[str, torch.Tensor]:
+    """The charge solves of a call as output tensors, one entry per structure (``[S]``):
+    ``matrix_free`` (bool), ``cg_iterations`` (forward solves' CG iterations; 0 for dense solves),
+    ``preconditioner_fallback`` (bool: the k-space preconditioner was replaced by Jacobi, with a
+    warning). Read from the term's record of its last call (``last_diagnostics``); empty for terms
+    without one."""
+    records = getattr(term, "last_diagnostics", None)
+    if not records:
+        return {}
+    matrix_free = [r.get("solver") == "matrix_free" for r in records]
+    iterations = [sum(r.get("iterations", [])) if mf else 0 for r, mf in zip(records, matrix_free)]
+    fallback = [bool(r.get("fallback")) for r in records]
+    return {"matrix_free": torch.tensor(matrix_free, device=device),
+            "cg_iterations": torch.tensor(iterations, dtype=torch.long, device=device),
+            "preconditioner_fallback": torch.tensor(fallback, device=device)}
 
 
 def call_energy_term(term: nn.Module, traits: TermTraits, system, graph, charges: Optional[torch.Tensor],

@@ -127,3 +127,19 @@ def test_charge_model_diagnostics_and_caller_state():
     model(system, state=state)
     out = model(system, state=state)
     assert float(out["charges_calls"]) == 2.0 and state == {"charges": {"calls": 2}}
+
+
+def test_charge_solver_diagnostics_are_model_outputs():
+    """QEq's solves appear in the outputs (charges_matrix_free, charges_cg_iterations,
+    charges_preconditioner_fallback per structure), not only as module attributes."""
+    import hybridpot as hp
+    from ase.build import bulk
+
+    desc = hp.SymmetryFunctions.default(["Na", "Cl"], r_cut=4.0, n_radial=2)
+    qeq = hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(3,), solver="matrix_free", cg_tol=1e-8)
+    model = hp.HybridPotential(charges=qeq, electrostatics=hp.Electrostatics(method="pme")).double()
+    out = model(hp.AtomicSystem.from_ase(bulk("NaCl", "rocksalt", a=5.64) * (2, 2, 2)), compute_forces=False)
+    assert out["charges_matrix_free"].tolist() == [True]
+    assert out["charges_preconditioner_fallback"].tolist() == [False]
+    # the forward solve's iterations (the record grows later by the adjoint and energy solves)
+    assert 0 < int(out["charges_cg_iterations"][0]) == qeq.last_diagnostics[0]["iterations"][0]

@@ -107,7 +107,7 @@ def distributed_loss(
         the global batch; ``parts`` the local sums of squared errors.
     """
     errors = _errors(pred, batch)
-    some = next(iter(pred.values()))
+    some = next(v for v in pred.values() if v.is_floating_point())  # not a diagnostic (bool, int)
     # a fixed list of names: every process takes part in the same all_reduce, even when its
     # shard lacks a quantity (e.g. no forces) that another process has
     names = list(QUANTITIES)

@@ -65,7 +65,7 @@ def dipole_of(charges: torch.Tensor, positions: torch.Tensor, batch: torch.Tenso
 def _errors(pred: Dict[str, torch.Tensor], batch: Batch) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
     """(prediction - reference) and a mask per quantity, in the prediction's dtype."""
     out = {}
-    some = next(iter(pred.values()))
+    some = next(v for v in pred.values() if v.is_floating_point())  # not a diagnostic (bool, int)
     dtype, device = some.dtype, some.device
     ref = lambda t: t.to(device=device, dtype=dtype)
     if "energy" in pred:
@@ -106,7 +106,7 @@ def compute_loss(
         The scalar loss (differentiable) and the unweighted MSE of each term used.
     """
     errors = _errors(pred, batch)
-    some = next(iter(pred.values()))
+    some = next(v for v in pred.values() if v.is_floating_point())  # not a diagnostic (bool, int)
     loss = torch.zeros((), dtype=some.dtype, device=some.device)
     parts: Dict[str, float] = {}
     for name, (err, mask) in errors.items():
