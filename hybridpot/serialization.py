@@ -282,7 +282,7 @@ def _decode_short_range(spec, context):
 register_codec("ShortRange", _encode_short_range, _decode_short_range)
 
 _QEQ_OPTIONS = ("solver", "cg_tol", "cg_maxiter", "periodic_method", "matrix_free_min_atoms", "preconditioner",
-                "warm_start", "kspace_precision", "coarse_tol", "real_space_cutoff")
+                "warm_start", "kspace_precision", "coarse_tol", "real_space_cutoff", "training_charge_range")
 
 
 def _encode_qeq(m, context) -> dict:

@@ -436,3 +436,21 @@ def test_4g_charge_stage_from_dipoles_only():
     h = trainer.history
     assert "val_charges_rmse" not in h[0] and "val_dipole_rmse" in h[0]
     assert min(r["val_dipole_rmse"] for r in h) < 0.5 * h[0]["val_dipole_rmse"]
+
+
+def test_trained_4g_model_knows_the_training_total_charges(tmp_path):
+    """The exported model's QEq holds the training split's total-charge range (kept by save/load);
+    a total charge far outside it gives a TotalChargeWarning."""
+    from hybridpot.qeq import TotalChargeWarning
+
+    make_model, train, val = _na_cl_4g_setup()
+    cfg = TrainingConfig(charge_epochs=1, epochs=1, batch_size=4, dtype="float64", scheduler=SchedulerConfig(kind="none"))
+    final = Trainer(make_model(0), train, val, cfg, progress=False).fit()
+    assert final.charges.training_charge_range == (0.0, 0.0)
+    hp.save(final, tmp_path / "m.pt")
+    loaded = hp.load(tmp_path / "m.pt")
+    assert loaded.charges.training_charge_range == (0.0, 0.0)
+    system = train.samples[0].system
+    with pytest.warns(TotalChargeWarning):
+        loaded(hp.AtomicSystem(system.positions, system.numbers, system.cell, system.pbc,
+                               torch.tensor([3.0], dtype=torch.float64), system.batch, system.ptr))

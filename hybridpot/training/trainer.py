@@ -337,6 +337,11 @@ class Trainer:
             p.requires_grad_(True)
         if self.short_range is not None:
             m.short_range.atomic_energy_offset.copy_(self.offsets)
+        charge_model = getattr(m, "charges", None)
+        if charge_model is not None and hasattr(charge_model, "training_charge_range"):
+            # total charges far outside these get a TotalChargeWarning when the model is used
+            totals = torch.cat([s.system.charge.reshape(-1) for s in self.train.samples]).to(torch.float64)
+            charge_model.training_charge_range = (float(totals.min()), float(totals.max()))
         m.eval()
         return m
 
