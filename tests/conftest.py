@@ -69,3 +69,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def dense_parameters(monkeypatch):
+    """Small test boxes are below DILUTE_DENSITY: keep the given Ewald cutoff (no density scaling)."""
+    monkeypatch.setattr("hybridpot.electrostatics.parameters.DILUTE_DENSITY", 0.0)

@@ -5,31 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.build import bulk
-from scipy.special import erf, erfc
+from scipy.special import erf
 
-import hybridpot as hp
 from conftest import one_torch_thread
 from hybridpot.electrostatics import (
     COULOMB_CONSTANT,
-    Electrostatics,
-    EwaldParameters,
-    PeriodicCoulomb,
     gaussian_coulomb_kernel,
     screening_function,
-)
-from hybridpot.neighbors import build_graph, compute_neighbors
-from hybridpot.qeq import FixedCharges
-from electrostatics_helpers import (  # noqa: F401
-    KE,
-    MADELUNG_NACL,
-    _model_energy,
-    _term,
-    _smooth_image_sum,
-    _fourier_energy,
-    _random_cell,
-    _pair_across_cutoff,
 )
 
 # float() of results that carry autograd graphs is intended in these checks

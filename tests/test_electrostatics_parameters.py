@@ -2,33 +2,17 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.build import bulk
-from scipy.special import erf, erfc
+from scipy.special import erf
 
-import hybridpot as hp
 from conftest import one_torch_thread
 from hybridpot.electrostatics import (
-    COULOMB_CONSTANT,
-    Electrostatics,
     EwaldParameters,
     PeriodicCoulomb,
-    gaussian_coulomb_kernel,
-    screening_function,
 )
-from hybridpot.neighbors import build_graph, compute_neighbors
-from hybridpot.qeq import FixedCharges
-from electrostatics_helpers import (  # noqa: F401
+from electrostatics_helpers import (
     KE,
-    MADELUNG_NACL,
-    _model_energy,
-    _term,
-    _smooth_image_sum,
-    _fourier_energy,
-    _random_cell,
     _pair_across_cutoff,
 )
 
@@ -38,11 +22,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with require
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
-
-@pytest.fixture
-def dense_parameters(monkeypatch):
-    """These small test boxes are below DILUTE_DENSITY: keep the given cutoff (no density scaling)."""
-    monkeypatch.setattr("hybridpot.electrostatics.parameters.DILUTE_DENSITY", 0.0)
 
 
 @pytest.mark.parametrize("accuracy", [1e-3, 1e-5, 1e-7])

@@ -1,33 +1,14 @@
 """Fixed input charges (hybridpot.qeq.fixed)."""
 
-import math
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from scipy.special import erf
 
 import hybridpot as hp
 from conftest import one_torch_thread
-from hybridpot.electrostatics import COULOMB_CONSTANT, Electrostatics
-from hybridpot.neighbors import build_graph, compute_neighbors
 from hybridpot.qeq import (
-    ChargeEquilibration,
     FixedCharges,
-    QEqConvergenceError,
-    projected_cg,
-    solve_qeq_dense,
-)
-from qeq_helpers import (  # noqa: F401
-    KE,
-    make_qeq,
-    graph_of,
-    jittered_nacl,
-    reference_qeq,
-    _shipped_melt_frames,
-    _liquid_boxes,
-    warnings_as_errors,
 )
 
 # float() of results that carry autograd graphs is intended in these checks
