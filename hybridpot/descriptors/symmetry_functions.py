@@ -112,6 +112,19 @@ def _compact(a: torch.Tensor, left: torch.Tensor, right: torch.Tensor, kind, asy
     return torch.where(inside, value, torch.zeros_like(value))
 
 
+def _sorted_triplets(slots: torch.Tensor, graph: Graph, n_atoms: int):
+    """Pairs sorted by centre and the triplets over them (reference evaluation).
+
+    Returns ``(order, centers, vectors, distances, neighbor_slot, p, q)``: the sort order of the
+    graph's pairs, their centres, vectors ``[M, 3]``, distances and neighbour element slots in that
+    order, and the pair indices ``p < q`` of every triplet (:func:`triplet_indices`).
+    """
+    order = torch.argsort(graph.i, stable=True)
+    centers = graph.i[order]
+    p, q = triplet_indices(centers, n_atoms)
+    return order, centers, graph.vectors[order], graph.distances[order], slots[graph.j[order]], p, q
+
+
 class SymmetryFunctions(nn.Module):
     """Element-resolved symmetry-function descriptors with stored feature scaling.
 
@@ -579,12 +592,7 @@ class SymmetryFunctions(nn.Module):
 
     def _angular_triplets(self, slots, graph: Graph, n_atoms: int, dtype, set_index) -> torch.Tensor:
         """Gaussian angular sets ``set_index`` by the explicit triplet sum, ``[N, P, len(set_index)]``."""
-        order = torch.argsort(graph.i, stable=True)
-        centers = graph.i[order]
-        vectors = graph.vectors[order]
-        distances = graph.distances[order]
-        neighbor_slot = slots[graph.j[order]]
-        p, q = triplet_indices(centers, n_atoms)
+        order, centers, vectors, distances, neighbor_slot, p, q = _sorted_triplets(slots, graph, n_atoms)
         all_params = self.angular_params[set_index]
         params = all_params.to(dtype)
         n_sets = params.shape[0]
@@ -639,12 +647,7 @@ class SymmetryFunctions(nn.Module):
 
     def _compact_angular(self, slots, graph: Graph, n_atoms: int, dtype, weighted: bool = False,
                          numbers: Optional[torch.Tensor] = None) -> torch.Tensor:
-        order = torch.argsort(graph.i, stable=True)
-        centers = graph.i[order]
-        vectors = graph.vectors[order]
-        distances = graph.distances[order]
-        neighbor_slot = slots[graph.j[order]]
-        p, q = triplet_indices(centers, n_atoms)
+        order, centers, vectors, distances, neighbor_slot, p, q = _sorted_triplets(slots, graph, n_atoms)
         params = (self.wangular_params if weighted else self.cangular_params).to(dtype)
         wide, rl, rc = params[:, 0] > 0.5, params[:, 1], params[:, 2]
         kind, asym = params[:, 5].round().long(), params[:, 6] > 0.5
