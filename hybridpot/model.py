@@ -286,6 +286,10 @@ class HybridPotential(nn.Module):
                     out["stress"] = torch.where(periodic.view(-1, 1, 1), stress, torch.zeros_like(stress))
             if not create_graph:
                 out = {k: v.detach() for k, v in out.items()}
+                for term in self.terms().values():  # state kept by a term must not hold this call's graph
+                    release = getattr(term, "release_graph", None)
+                    if release is not None:
+                        release()
         return out
 
 

@@ -24,7 +24,10 @@ Per-call state that must survive between calls (the warm start of an iterative c
 the previous MD step's solution) belongs to the caller that steps through time, not to the
 module: :meth:`HybridPotential.forward` takes ``state`` (a dict the caller keeps, e.g.
 :class:`~hybridpot.HybridCalculator`) and gives each term its own sub-dict
-(:func:`call_charge_model`).
+(:func:`call_charge_model`). A term that keeps something of a call for later inspection (the
+QEq energy, :attr:`~hybridpot.ChargeEquilibration.last_energy`) may define ``release_graph()``:
+the model calls it after every call without ``create_graph``, so that the kept values no longer
+hold that call's autograd graph (and the memory of everything it saved).
 """
 
 from __future__ import annotations

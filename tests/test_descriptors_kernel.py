@@ -248,6 +248,63 @@ def test_second_derivatives_through_the_reference_fallback():
     assert close(hvp["kernel"], hvp["reference"], 1e-10)
 
 
+# ----------------------------------------------------------------------------- recomputed dG (large systems)
+@pytest.fixture
+def recompute_derivatives(monkeypatch):
+    """Every kernel call takes the large-system path: dG recomputed in the backward, never stored."""
+    from hybridpot.descriptors import engine
+
+    monkeypatch.setattr(engine, "STORED_DERIVATIVES_LIMIT", -1)
+    calls = []
+    original = engine._recompute_contract
+    monkeypatch.setattr(engine, "_recompute_contract", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+@pytest.mark.parametrize("env", list(environments()))
+@pytest.mark.parametrize("name", ["2", "3", "9", "21", "22", "24", "all", "default"])
+def test_recomputed_derivatives_equal_reference(name, env, recompute_derivatives):
+    atoms = environments()[env]
+    model = model_for(descriptor(name), atoms)
+    k, r = run(model, atoms, "kernel"), run(model, atoms, "reference")
+    assert recompute_derivatives, "the recomputing backward was not used"
+    assert float(r["forces"].abs().max()) > 1e-6
+    assert close(k["forces"], r["forces"], 1e-12)
+    if atoms.pbc.any():
+        assert close(k["stress"], r["stress"], 1e-12)
+    if env == "triclinic":  # float32 (as test_float32_within_1e_5_of_float64)
+        f32 = run(model, atoms, "kernel", dtype=torch.float32)["forces"]
+        assert f32.dtype == torch.float32 and close(f32.double(), k["forces"], 1e-5)
+
+
+def test_recomputed_derivatives_in_force_training_and_hessians(recompute_derivatives):
+    """A recorded backward (create_graph) in the large-system path computes the full dG once."""
+    atoms = random_periodic(9, seed=7)
+    model = model_for(descriptor("all"), atoms)
+    target = torch.randn(len(atoms), 3, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = {}
+    for engine in ("kernel", "reference"):
+        out = run(model, atoms, engine, create_graph=True)
+        loss = ((out["forces"] - target) ** 2).sum() + out["energy"].sum() ** 2 + (out["stress"] ** 2).sum()
+        grads[engine] = torch.autograd.grad(loss, params)
+    for gk, gr in zip(grads["kernel"], grads["reference"]):
+        assert close(gk, gr, 1e-10)
+    desc = model.short_range.descriptor
+    v = torch.randn(len(atoms), 3, dtype=torch.float64)
+    hvp = {}
+    for engine in ("kernel", "reference"):
+        desc.engine = engine
+        system = hp.AtomicSystem.from_ase(atoms)
+        positions = system.positions.clone().requires_grad_(True)
+        graph = build_graph(system, compute_neighbors(system, desc.cutoff), positions=positions)
+        (grad,) = torch.autograd.grad(model.short_range(system, graph).sum(), positions, create_graph=True)
+        (hvp[engine],) = torch.autograd.grad((grad * v).sum(), positions)
+    desc.engine = "auto"
+    assert float(hvp["reference"].abs().max()) > 1e-6
+    assert close(hvp["kernel"], hvp["reference"], 1e-10)
+
+
 # ----------------------------------------------------------------------------- zeta < 0 (n2p2 AlAuMgO_4G)
 def direct_angular(atoms, i, f: SymmetryFunction, ctype=6, alpha=0.0):
     """n2p2 SymFncExpAngn/w: 0 where 1 + lambda cos <= 0, else 2^(1-zeta) (1 + lambda cos)^zeta ..."""

@@ -426,7 +426,7 @@ def test_model_copies_and_saves_after_a_call(tmp_path):
     qeq = hp.ChargeEquilibration(["Na", "Cl"], desc, hidden=(4,))
     model = hp.HybridPotential(charges=qeq, electrostatics=hp.Electrostatics()).double()
     atoms = Atoms("NaCl", positions=[[0, 0, 0], [2.5, 0, 0]])
-    q = model(hp.AtomicSystem.from_ase(atoms))["charges"]
+    q = model(hp.AtomicSystem.from_ase(atoms), create_graph=True)["charges"]
     assert qeq.last_energy is not None and qeq.last_energy.requires_grad
     clone = copy.deepcopy(model)
     hp.save(model, tmp_path / "m.pt")
@@ -589,3 +589,22 @@ def test_hardness_parametrisation_and_old_state_dicts():
     old["raw_hardness"] = torch.log(torch.expm1(torch.tensor([2.0, 3.0], dtype=torch.float64)))  # softplus^-1
     qeq.load_state_dict(old)
     torch.testing.assert_close(qeq.hardness, torch.tensor([2.0, 3.0], dtype=torch.float64), rtol=1e-13, atol=0)
+
+
+def test_model_call_releases_the_solve_graph():
+    """After a call without create_graph, the kept E_QEq holds no autograd graph (no operator, stencil
+    or preconditioner kept alive until the next call) and still gives the same value."""
+    atoms = jittered_nacl(4, seed=5)
+    system = hp.AtomicSystem.from_ase(atoms)
+    for solver in ("dense", "matrix_free"):
+        qeq = make_qeq(solver=solver, accuracy=1e-6, cg_tol=1e-10)
+        model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(accuracy=1e-6))
+        model(system)
+        kept = [a for e in qeq._last_energies for a in (getattr(e, "args", None) or (e,))]
+        tensors = [t for a in kept for t in (a if isinstance(a, (tuple, list)) else (a,)) if torch.is_tensor(t)]
+        assert tensors and not any(t.requires_grad for t in tensors), solver
+        released = qeq.last_energy
+        with torch.no_grad():
+            direct = (qeq(system, graph_of(system, qeq.cutoff)), qeq.last_energy)[1]
+        assert not released.requires_grad
+        torch.testing.assert_close(released, direct, rtol=1e-9, atol=0.0)

@@ -19,6 +19,13 @@ to positions) goes back through this Function's backward again, which then recom
 ``dG`` with the torch reference implementation and double autograd: exact, slow, only
 when positions-second-derivatives are asked for. Force training asks only for parameter
 gradients (``loss.backward(inputs=parameters)``), which never reach that fallback.
+
+Large systems (CPU): when the stored ``dG`` would exceed :data:`STORED_DERIVATIVES_LIMIT`
+bytes, :class:`SymmetryFunctionsRecompute` keeps only the pair layout between the passes:
+its forward computes ``G`` alone, its backward recomputes every centre's ``dG`` in work space
+of that centre and contracts it at once (:func:`~hybridpot.descriptors.kernels.recompute_contract_cpu`),
+so memory is ``O(pairs)`` instead of ``O(pairs x W)``. A recorded backward (``create_graph``)
+computes the full ``dG`` through :class:`SymmetryFunctionsKernel` instead, exactly as above.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ from .families import N_FLOAT_PARAMS
 __all__ = ["KernelPlan", "build_plan", "kernel_features", "kernel_available", "cuda_kernel_available"]
 
 _WARNED = set()
+
+#: Bytes of stored derivatives ``dG [M, W, 3]`` (float64) above which the CPU engine recomputes
+#: them in the backward pass instead of keeping them (:class:`SymmetryFunctionsRecompute`).
+#: Measured on the 21952-atom NaCl melt (621k pairs, W = 24: 341 MB of dG): recomputing costs
+#: 1.15-1.2x the stored path's CPU time for short-range energy + forces, and the peak memory of
+#: that call drops from 370 to 12 MB (benchmarks/descriptor_memory.py). Below the limit the
+#: stored path is faster (1.5x at 4096 atoms), so small systems and training keep it.
+STORED_DERIVATIVES_LIMIT = 256 * 2**20
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -389,6 +404,53 @@ class SymmetryFunctionsKernel(torch.autograd.Function):
         return grad_v, None, None, None, None, None
 
 
+def _recompute_contract(grad_G: torch.Tensor, plan: KernelPlan, layout: PairLayout) -> torch.Tensor:
+    """``dE/dr_p`` ``[M, 3]`` in the graph's pair order, recomputing ``dG`` per centre (CPU)."""
+    from .kernels import recompute_contract_cpu
+
+    _match_torch_threads()
+    out = np.empty((layout.vectors.shape[0], 3), dtype=np.float64)
+    recompute_contract_cpu(layout.vectors.detach().double().contiguous().numpy(), layout.offsets.numpy(),
+                           layout.center_slot.numpy(), layout.neighbor_slot.numpy(), layout.neighbor_z.numpy(),
+                           plan.n_el, plan.n_pairs, plan.cut_kind, plan.cut_alpha, plan.rc_table, plan.fpar,
+                           plan.ipar, plan.rad_off, plan.rad_fn, plan.wrad_off, plan.wrad_fn, plan.ang_off,
+                           plan.ang_fn, plan.wang_off, plan.wang_fn, plan.pair_slot, plan.pair_first,
+                           plan.ang_rc_max, plan.ang_jk_limit, plan.wang_jk_limit, plan.key_off, plan.key_par,
+                           plan.width, plan.n_features, grad_G.detach().double().contiguous().numpy(),
+                           plan.slot_features, layout.order.numpy(), out)
+    return torch.from_numpy(out).to(grad_G.dtype)
+
+
+class SymmetryFunctionsRecompute(torch.autograd.Function):
+    """``G = kernel(sorted pair vectors)`` keeping no ``dG``: the backward recomputes it per centre."""
+
+    @staticmethod
+    def forward(ctx, vectors, desc, numbers, plan, layout):
+        G, _ = _run(plan, layout.vectors, layout, want_dG=False)
+        ctx.set_materialize_grads(False)
+        ctx.desc, ctx.numbers, ctx.plan, ctx.layout = desc, numbers, plan, layout
+        ctx.save_for_backward(vectors)
+        return G
+
+    @staticmethod
+    def backward(ctx, grad_G):
+        if grad_G is None:
+            return None, None, None, None, None
+        (vectors,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # recorded backward (create_graph): the full dG with its own autograd node, so that the
+            # contraction stays differentiable in grad_G and in the positions (SymmetryFunctionsKernel)
+            _, dG = SymmetryFunctionsKernel.apply(vectors, ctx.desc, ctx.numbers, ctx.plan, ctx.layout)
+            return _contract(grad_G, dG, ctx.plan, ctx.layout), None, None, None, None
+        return _recompute_contract(grad_G, ctx.plan, ctx.layout), None, None, None, None
+
+
+def stores_derivatives(plan: KernelPlan, n_pairs: int, device: torch.device) -> bool:
+    """Whether the engine keeps ``dG`` between the passes (below :data:`STORED_DERIVATIVES_LIMIT`,
+    or on a GPU, where the recomputing kernel does not exist) or recomputes it."""
+    return device.type != "cpu" or n_pairs * plan.width * 3 * 8 <= STORED_DERIVATIVES_LIMIT
+
+
 def kernel_features(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> torch.Tensor:
     """Raw features ``[N, F_max]`` of ``graph`` (pairs within ``desc.cutoff``) by the compiled kernels."""
     if graph.vectors.dtype not in (torch.float32, torch.float64):
@@ -410,6 +472,8 @@ def kernel_features(desc, numbers: torch.Tensor, slots: torch.Tensor, graph) -> 
         return G.view_as(G)
     layout = pair_layout(desc, numbers, slots, graph)
     if torch.is_grad_enabled() and graph.vectors.requires_grad:
+        if not stores_derivatives(plan, layout.vectors.shape[0], graph.vectors.device):
+            return SymmetryFunctionsRecompute.apply(graph.vectors, desc, numbers, plan, layout)
         G, _ = SymmetryFunctionsKernel.apply(graph.vectors, desc, numbers, plan, layout)
         return G
     G, _ = _run(plan, layout.vectors, layout, want_dG=False)

@@ -60,7 +60,7 @@ from .families import (F_AL, F_AR, F_DNORM, F_ETA, F_LAM, F_NORM, F_RC, F_RL, F_
                        K_COMPACT_WIDE, K_NARROW, K_RADIAL, K_RADIAL_WEIGHTED, K_WEIGHTED_NARROW,
                        K_WEIGHTED_WIDE, K_WIDE)
 
-__all__ = ["centre_kernel", "symmetry_functions_cpu", "contract_cpu", "compact_fdf", "sort_by_centre",
+__all__ = ["centre_kernel", "symmetry_functions_cpu", "contract_cpu", "recompute_contract_cpu", "compact_fdf", "sort_by_centre",
            "N_SCRATCH_BASE"]
 
 # integer parameter columns
@@ -473,6 +473,42 @@ def contract_cpu(grad_G, dG, offsets, center_slot, neighbor_slot, slot_features,
     """Backward of the features: ``dE/dr_p`` from ``dE/dG`` and the stored ``dG/dr_p``, in parallel."""
     for i in prange(offsets.shape[0] - 1):
         contract_centre(i, grad_G, dG, offsets, center_slot, neighbor_slot, slot_features, n_el, order, out)
+
+
+@njit(parallel=True, cache=True)
+def recompute_contract_cpu(vectors, offsets, center_slot, neighbor_slot, neighbor_z, n_el, n_pairs, cut_kind,
+                           cut_alpha, rc_table, fpar, ipar, rad_off, rad_fn, wrad_off, wrad_fn, ang_off, ang_fn,
+                           wang_off, wang_fn, pair_slot, pair_first, ang_rc_max, ang_jk_limit, wang_jk_limit, key_off,
+                           key_par, width, n_features, grad_G, slot_features, order, out):
+    """Backward of the features without a stored ``dG``: ``out[order[p]] = dE/dr_p`` ``[M, 3]``.
+
+    Every centre recomputes its own ``dG`` ``[n_neighbours, width, 3]`` in work space of its
+    own (:func:`centre_kernel` called on the centre's slice of the pair arrays) and contracts it
+    at once with ``grad_G[i]`` (:func:`contract_centre`), so memory stays ``O(pairs)``: the
+    large-system path of the engine (see ``STORED_DERIVATIVES_LIMIT`` there).
+    """
+    n_atoms = offsets.shape[0] - 1
+    n_keys = 0
+    for c in range(key_off.shape[0] - 1):
+        n_keys = max(n_keys, key_off[c + 1] - key_off[c])
+    n_cols = 1 + 2 * rc_table.shape[0] + 2 * n_keys
+    for i in prange(n_atoms):
+        start = offsets[i]
+        end = offsets[i + 1]
+        n_nb = max(end - start, 1)
+        scratch = np.empty((n_nb, n_cols), dtype=np.float64)
+        ang_list = np.empty(n_nb, dtype=np.int64)
+        local_offsets = np.zeros(2, dtype=np.int64)
+        local_offsets[1] = end - start
+        G_row = np.empty((1, n_features), dtype=np.float64)
+        dG_local = np.empty((n_nb, width, 3), dtype=np.float64)
+        centre_kernel(0, vectors[start:end], local_offsets, center_slot[i:i + 1], neighbor_slot[start:end],
+                      neighbor_z[start:end], n_el, n_pairs, cut_kind, cut_alpha, rc_table, fpar, ipar, rad_off,
+                      rad_fn, wrad_off, wrad_fn, ang_off, ang_fn, wang_off, wang_fn, pair_slot, pair_first,
+                      ang_rc_max, ang_jk_limit, wang_jk_limit, key_off, key_par, G_row, dG_local, True, scratch,
+                      ang_list)
+        contract_centre(0, grad_G[i:i + 1], dG_local, local_offsets, center_slot[i:i + 1], neighbor_slot[start:end],
+                        slot_features, n_el, order[start:end], out)
 
 
 @njit(cache=True)
