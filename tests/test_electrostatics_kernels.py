@@ -71,3 +71,37 @@ def test_screening_cores_rise_smoothly_from_zero_to_one(core):
         x = (r - 3.0) / 5.0
         inside = (x > 0) & (x < 1)
         torch.testing.assert_close(f[inside], 0.5 * (1 - torch.cos(math.pi * x[inside])))
+
+
+@pytest.mark.parametrize("width", [0.0, 1.0])
+@pytest.mark.parametrize("gaussian", [True, False])
+def test_real_space_kernel_closed_form_derivatives(gaussian, width):
+    """The fused real-space kernel: values bit-identical to torch-pme's sr_from_dist minus the erfc
+    correction times the switch; first and second derivatives against finite differences."""
+    from scipy.special import erfc
+
+    from hybridpot.electrostatics import _torchpme
+    from hybridpot.electrostatics.kernels import COULOMB_CONSTANT, _RealSpaceKernel, cutoff_switch, \
+        erfc_coulomb_kernel, real_space_kernel
+
+    torch.manual_seed(1)
+    r = (torch.rand(40, dtype=torch.float64) * 8.8 + 0.4).requires_grad_()
+    gamma = (torch.rand(40, dtype=torch.float64) + 0.5).requires_grad_() if gaussian else None
+    composed = _torchpme.coulomb_potential(1.7, torch.float64, "cpu").sr_from_dist(r)
+    if gaussian:
+        composed = composed - COULOMB_CONSTANT * erfc_coulomb_kernel(r, gamma)
+    if width:
+        composed = composed * cutoff_switch(r, 9.0, width)
+    fused = real_space_kernel(r, gamma, 1.7, 9.0, width)
+    assert torch.equal(fused.detach(), composed.detach())
+    x = r.detach().numpy()
+    direct = erfc(x / (np.sqrt(2) * 1.7)) / x
+    if gaussian:
+        direct = direct - erfc(x / (np.sqrt(2) * gamma.detach().numpy())) / x
+    if width:
+        direct = direct * cutoff_switch(r.detach(), 9.0, width).numpy()
+    np.testing.assert_allclose(fused.detach().numpy(), COULOMB_CONSTANT * direct, rtol=1e-12, atol=1e-15)
+    inputs = (r, gamma)
+    f = lambda r, g: _RealSpaceKernel.apply(r, g, 1.7, 9.0, width)  # noqa: E731
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)

@@ -608,3 +608,21 @@ def test_model_call_releases_the_solve_graph():
             direct = (qeq(system, graph_of(system, qeq.cutoff)), qeq.last_energy)[1]
         assert not released.requires_grad
         torch.testing.assert_close(released, direct, rtol=1e-9, atol=0.0)
+
+
+def test_rebuilt_solve_operator_gives_the_same_gradients(monkeypatch):
+    """Large systems rebuild the Coulomb operator for the adjoint solve instead of keeping it:
+    forces and stress equal those of the kept operator."""
+    from hybridpot.qeq import matrix_free
+
+    atoms = jittered_nacl(4, seed=6)
+    results = {}
+    for limit in (10**9, 0):
+        monkeypatch.setattr(matrix_free, "REBUILD_OPERATOR_MIN_ATOMS", limit)
+        qeq = make_qeq(solver="matrix_free", accuracy=1e-6, cg_tol=1e-12, warm_start=False, preconditioner="kspace")
+        model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(accuracy=1e-6))
+        results[limit] = model(hp.AtomicSystem.from_ase(atoms))
+    kept, rebuilt = results[10**9], results[0]
+    assert float(kept["forces"].abs().max()) > 1e-3
+    for key in ("forces", "stress", "charges"):
+        torch.testing.assert_close(rebuilt[key], kept[key], rtol=0.0, atol=1e-12 * float(kept[key].abs().max()))

@@ -11,7 +11,7 @@ import torch
 from ._torchpme import COULOMB_PREFACTOR
 
 __all__ = ["COULOMB_CONSTANT", "gaussian_coulomb_kernel", "erfc_coulomb_kernel", "SCREENING_CORES",
-           "screening_function", "cutoff_switch"]
+           "screening_function", "cutoff_switch", "real_space_kernel"]
 
 #: Coulomb constant k_e = 1/(4 pi eps0) in eV Å / e^2 (torch-pme's prefactor).
 COULOMB_CONSTANT = COULOMB_PREFACTOR
@@ -76,3 +76,74 @@ def cutoff_switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
         return (r < cutoff).to(r.dtype)
     x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
     return 1.0 - x * x * x * (10.0 + x * (-15.0 + 6.0 * x))
+
+
+def _real_space_value(r, gamma, smearing: float, cutoff: float, width: float) -> torch.Tensor:
+    # the point-charge part exactly as torch-pme's CoulombPotential.sr_from_dist evaluates it
+    # (and in the same order of operations: the values are bit-identical to the composed form)
+    value = COULOMB_CONSTANT * (1.0 / r.clamp(min=1e-15)) - COULOMB_CONSTANT * (
+        torch.erf(r / smearing / 2.0**0.5) / r.clamp(min=1e-12))
+    if gamma is not None:
+        value = value - COULOMB_CONSTANT * erfc_coulomb_kernel(r, gamma)
+    if width > 0.0:
+        value = value * cutoff_switch(r, cutoff, width)
+    return value
+
+
+def _real_space_derivatives(r, gamma, smearing: float, cutoff: float, width: float):
+    """``(dK/dr, dK/dgamma or None)`` of :func:`real_space_kernel`, by the closed forms
+    ``d/dr erfc(r/a)/r = -erfc(r/a)/r^2 - 2/(a sqrt(pi)) exp(-r^2/a^2)/r`` and
+    ``d/dgamma erfc(r/(sqrt(2) gamma))/r = sqrt(2/pi) exp(-r^2/(2 gamma^2)) / gamma^2`` (torch
+    operations: differentiable again for a recorded backward)."""
+    a = smearing * _SQRT2
+    point = torch.erfc(r / a) / r
+    d_point = -point / r - (2.0 / (a * math.sqrt(math.pi))) * torch.exp(-(r / a) ** 2) / r
+    value, d_value, d_gamma = point, d_point, None
+    if gamma is not None:
+        b = _SQRT2 * gamma
+        gauss = torch.exp(-(r / b) ** 2)
+        corr = torch.erfc(r / b) / r
+        value = value - corr
+        d_value = d_value + corr / r + (2.0 / math.sqrt(math.pi)) * gauss / (b * r)
+        d_gamma = -_SQRT_2_OVER_PI * gauss / (gamma * gamma)
+    if width > 0.0:
+        switch = cutoff_switch(r, cutoff, width)
+        x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
+        d_switch = -30.0 * x * x * (1.0 - x) ** 2 / width
+        d_value = d_value * switch + value * d_switch
+        d_gamma = None if d_gamma is None else d_gamma * switch
+    return COULOMB_CONSTANT * d_value, None if d_gamma is None else COULOMB_CONSTANT * d_gamma
+
+
+class _RealSpaceKernel(torch.autograd.Function):
+    """The real-space pair kernel with its closed-form derivatives: autograd keeps ``r`` and
+    ``gamma`` only, instead of the ~10 pair-sized intermediates of the composed expression
+    (measured 170 MB of saved tensors at 21952 melt atoms, 9 Å cutoff, in the electrostatics term)."""
+
+    @staticmethod
+    def forward(ctx, r, gamma, smearing, cutoff, width):
+        ctx.constants = (smearing, cutoff, width)
+        ctx.has_gamma = gamma is not None
+        ctx.save_for_backward(r, gamma if gamma is not None else r.new_empty(0))
+        with torch.no_grad():
+            return _real_space_value(r, gamma, smearing, cutoff, width)
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, gamma = ctx.saved_tensors
+        d_r, d_gamma = _real_space_derivatives(r, gamma if ctx.has_gamma else None, *ctx.constants)
+        grad_r = grad * d_r if ctx.needs_input_grad[0] else None
+        grad_gamma = grad * d_gamma if ctx.has_gamma and ctx.needs_input_grad[1] else None
+        return grad_r, grad_gamma, None, None, None
+
+
+def real_space_kernel(r: torch.Tensor, gamma: Optional[torch.Tensor], smearing: float, cutoff: float,
+                      width: float) -> torch.Tensor:
+    """Ewald/PME real-space kernel of (Gaussian) charges, eV/e^2 per pair ``[M]``:
+    ``k_e [erfc(r / (sqrt(2) s)) - erfc(r / (sqrt(2) gamma))] / r`` times ``cutoff_switch(r)``
+    (``s`` the range-separation smearing, Å; ``gamma = sqrt(sigma_i^2 + sigma_j^2)`` the pair's
+    Gaussian width, Å, or None for point charges; ``width = 0``: no switch). Differentiable twice
+    in ``r`` and ``gamma``, with closed-form first derivatives (:class:`_RealSpaceKernel`)."""
+    if not torch.is_grad_enabled() or not (r.requires_grad or (gamma is not None and gamma.requires_grad)):
+        return _real_space_value(r, gamma, smearing, cutoff, width)
+    return _RealSpaceKernel.apply(r, gamma, smearing, cutoff, width)

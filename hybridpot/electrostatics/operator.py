@@ -12,7 +12,7 @@ from ..neighbors import Graph
 from ..system import AtomicSystem
 from . import _torchpme
 from .ewald import ewald_kvectors
-from .kernels import COULOMB_CONSTANT, cutoff_switch, erfc_coulomb_kernel
+from .kernels import COULOMB_CONSTANT, real_space_kernel
 from .mesh import _MeshConvolution, _csr, _interpolation_stencil, _spatial_order, _spread, _unsort
 from .parameters import EwaldParameters, _fft_size, minimum_real_space_cutoff
 from .preconditioner import coarse_matvec, kspace_preconditioner
@@ -69,13 +69,13 @@ class PeriodicCoulomb:
         self.potential = _torchpme.coulomb_potential(params.smearing, dtype, device)
         self.volume = torch.linalg.det(cell).abs()
         # real space: point-charge short-range part minus the Gaussian erfc correction
-        self.real_kernel = self.potential.sr_from_dist(distances)
+        # (torch-pme's sr_from_dist, the erfc correction, the smooth switch to zero at the cutoff of
+        # EwaldParameters; one autograd node with closed-form derivatives)
+        gamma = None
         if sigma is not None:
             gamma = torch.sqrt(sigma.index_select(0, pair_i) ** 2 + sigma.index_select(0, pair_j) ** 2)
-            self.real_kernel = self.real_kernel - COULOMB_CONSTANT * erfc_coulomb_kernel(distances, gamma)
-        if params.switch_width > 0.0:  # smooth to zero at the cutoff (EwaldParameters)
-            self.real_kernel = self.real_kernel * cutoff_switch(distances, params.real_space_cutoff,
-                                                                params.switch_width)
+        self.real_kernel = real_space_kernel(distances, gamma, float(params.smearing), params.real_space_cutoff,
+                                             params.switch_width)
         self.self_term = self.potential.self_contribution()  # k_e sqrt(2/pi) / s
         self.background = 2.0 * self.potential.background_correction() / self.volume  # 2 pi k_e s^2 / V
         self.mesh_shape = None
