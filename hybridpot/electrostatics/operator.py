@@ -305,5 +305,7 @@ def _structure_pairs(system: AtomicSystem, s: int, cutoff: float) -> Tuple[torch
                        pbc=system.pbc[s:s + 1], charge=system.charge[s:s + 1],
                        batch=torch.zeros(n, dtype=torch.long, device=device),
                        ptr=torch.tensor([0, n], dtype=torch.long, device=device))
-    half = build_graph(one, compute_neighbors(one, cutoff), check_distance=False).half()
+    # a half list straight from the search: at n2p2's Ewald cutoffs (18.9 Å for the 384-atom
+    # H2O_RPBE-D3_4G box, 10^6 full-list pairs) the full search + halving cost 0.23 s per call
+    half = build_graph(one, compute_neighbors(one, cutoff, full_list=False), check_distance=False)
     return half.i, half.j, half.distances
