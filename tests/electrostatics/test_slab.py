@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 
 import hybridpot as hp
-from ewald2d_reference import KE, disc_direct_energy, ewald_2d_energy
+from ewald2d_reference import KE, disc_direct_energy, ewald_2d_energy  # tests/ewald2d_reference.py
 from hybridpot.electrostatics import COULOMB_CONSTANT, Electrostatics
 from hybridpot.electrostatics.slab import check_slab, slab_constrained_terms, slab_dipole_energy
 from hybridpot.neighbors import build_graph, compute_neighbors
