@@ -67,7 +67,10 @@ class ChargeEquilibration(nn.Module):
     accuracy, real_space_cutoff, periodic_method, interpolation_nodes
         Coulomb operator of periodic structures, as in
         :class:`~hybridpot.electrostatics.Electrostatics` (``periodic_method`` is the
-        matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald).
+        matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald). Slabs
+        (pbc ``(True, True, False)``) get the dipole correction of
+        :mod:`hybridpot.electrostatics.slab` in both solvers (dense: its PSD part on the
+        constraint space plus a linear term, :meth:`~hybridpot.electrostatics.PeriodicCoulomb.dense_constrained`).
     matrix_free_min_atoms : int
         ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large
         (default 1000: the measured crossover, validation/README.md).

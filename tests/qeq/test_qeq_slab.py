@@ -136,3 +136,20 @@ def test_slab_qeq_forces_match_finite_differences(solver):
             moved[1].positions[atom, axis] -= h
             fd = -(energy(moved[0]) - energy(moved[1])) / (2 * h)
             assert forces[atom, axis] == pytest.approx(fd, abs=2e-6 * np.abs(forces).max()), (atom, axis)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("solver", ["dense", "matrix_free"])
+def test_slab_qeq_and_pme_on_cuda_match_cpu(solver):
+    """A slab through QEq (dense, or matrix-free PME CG with the k-space preconditioner) and PME
+    electrostatics on CUDA equals the CPU result (which the tests above check)."""
+    atoms = nacl_slab(layers=3, repeat=2, seed=3, jitter=0.15, charge=1.0)
+    qeq = make_qeq(solver=solver, periodic_method="pme", accuracy=1e-7, cg_tol=1e-11, warm_start=False)
+    model = hp.HybridPotential(charges=qeq, electrostatics=Electrostatics(method="pme", accuracy=1e-7))
+    cpu = model(hp.AtomicSystem.from_ase(atoms), compute_stress=True)
+    gpu = model.to("cuda")(hp.AtomicSystem.from_ase(atoms, device="cuda"), compute_stress=True)
+    model.to("cpu")
+    for key in ("energy", "forces", "charges", "stress"):
+        assert gpu[key].device.type == "cuda", key
+        np.testing.assert_allclose(gpu[key].cpu().numpy(), cpu[key].numpy(), atol=1e-8, rtol=1e-9, err_msg=key)
+    assert float(cpu["forces"].abs().max()) > 1e-2
