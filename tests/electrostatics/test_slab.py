@@ -219,3 +219,24 @@ def test_unsupported_layouts_and_too_little_vacuum_are_refused_with_what_to_chan
     no_c.cell[2] = 0.0
     with pytest.raises(ValueError, match="needs a third lattice vector c along z"):
         check_slab(torch.tensor(no_c.positions), torch.tensor(no_c.cell.array), torch.tensor(no_c.pbc), 5.5)
+
+
+def test_batch_of_slab_bulk_and_cluster_equals_separate_calls():
+    """A slab in a batch with a fully periodic and a finite structure: each gets its own sum."""
+    pos, q = _random_slab_atoms(total_charge=0.3)
+    slab = _slab(pos, q, 9.0)
+    bulk_cell = _slab(pos, q, 9.0, pbc=True)
+    cluster = _slab(pos, q, 9.0, pbc=False)
+    model = _model("ewald", accuracy=1e-7)
+    batch = model(hp.AtomicSystem.from_ase([slab, bulk_cell, cluster]), compute_stress=True)
+    start = 0
+    for atoms, k in zip((slab, bulk_cell, cluster), range(3)):
+        alone = model(hp.AtomicSystem.from_ase(atoms), compute_stress=True)
+        n = len(atoms)
+        assert float(batch["energy"][k]) == pytest.approx(float(alone["energy"][0]), rel=1e-12)
+        torch.testing.assert_close(batch["forces"][start:start + n], alone["forces"], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(batch["stress"][k], alone["stress"][0], rtol=1e-10, atol=1e-12)
+        start += n
+    # and the three differ: the slab is neither the 3D crystal nor the isolated layer
+    energies = batch["energy"].tolist()
+    assert min(abs(energies[0] - energies[1]), abs(energies[0] - energies[2])) > 1e-3
