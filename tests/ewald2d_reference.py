@@ -41,7 +41,6 @@ def ewald_2d_energy(positions, charges, sigma, a, b, alpha: float = 0.4, tol: fl
     q = np.asarray(charges, float)
     a, b = np.asarray(a, float), np.asarray(b, float)
     area = abs(np.cross(a, b)[2])
-    n = len(q)
     gamma = None if sigma is None else np.sqrt(np.asarray(sigma, float)[:, None] ** 2 + np.asarray(sigma, float)[None, :] ** 2)
     # real space: erfc(alpha r) < tol beyond r_max (and the Gaussian erfc decays faster for gamma < 1/(sqrt2 alpha))
     r_max = 6.5 / alpha if gamma is None else max(6.5 / alpha, 6.5 * math.sqrt(2.0) * float(gamma.max()))

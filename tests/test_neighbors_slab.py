@@ -1,7 +1,6 @@
 """Neighbour lists of slabs (pbc True, True, False): images along a and b only, never along c."""
 
 import numpy as np
-import torch
 from ase import Atoms
 
 import hybridpot as hp

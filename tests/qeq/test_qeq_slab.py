@@ -5,7 +5,6 @@ Coulomb matrix, and forces match finite differences."""
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from ase.build import bulk
 
 import hybridpot as hp
