@@ -34,7 +34,8 @@ On charges with a fixed total ``Q`` (every charge-equilibration constraint fixes
 PSD rank-1 Hessian ``(4 pi k_e / V) z z^T`` plus the linear term ``-(2 pi k_e / V) Q z^2 . q``
 and the constant ``-(2 pi k_e / V) Q^2 L_z^2 / 12`` (:func:`slab_constrained_terms`): the dense
 QEq solve uses that split (the full matrix, with its large negative ``1 1^T`` part, is not
-positive definite); the projected CG of the matrix-free solve sees only the constrained part
+positive definite: smallest eigenvalue of the QEq matrix -95.7 eV/e^2 with it, +3.7 with the split,
+for a 48-atom NaCl(001) slab with 12 Å of vacuum); the projected CG of the matrix-free solve sees only the constrained part
 anyway.
 
 Validity: ``z_i`` are the atoms' Cartesian z coordinates as given (not wrapped: the slab must not
