@@ -103,3 +103,9 @@ def test_other_partial_periodicity_is_refused_with_what_to_change(model):
     thin.calc = hp.HybridCalculator(model)
     with pytest.raises(ValueError, match="Lengthen c to at least"):
         thin.get_potential_energy()
+    no_c = nacl001_slab()
+    no_c.cell[2] = 0.0
+    no_c.calc = hp.HybridCalculator(model)
+    with pytest.raises(ValueError, match=r"needs its third lattice vector too.*atoms.center\(vacuum"):
+        no_c.get_potential_energy()
+
