@@ -240,3 +240,16 @@ def test_batch_of_slab_bulk_and_cluster_equals_separate_calls():
     # and the three differ: the slab is neither the 3D crystal nor the isolated layer
     energies = batch["energy"].tolist()
     assert min(abs(energies[0] - energies[1]), abs(energies[0] - energies[2])) > 1e-3
+
+
+def test_point_charge_slab_and_float32():
+    """Point charges (no widths) converge to the 2D sum too; a float32 model agrees to its precision."""
+    pos, q = _random_slab_atoms(total_charge=-0.6)
+    reference = ewald_2d_energy(pos, q, None, A_VEC, B_VEC)
+    model = hp.HybridPotential(charges=FixedCharges(), electrostatics=Electrostatics(method="ewald", accuracy=1e-8,
+                                                                                     real_space_cutoff=5.5))
+    atoms = _slab(pos, q, 14.0)
+    assert _energy(model, atoms) == pytest.approx(reference, rel=3e-8)
+    energy32 = float(model.float()(hp.AtomicSystem.from_ase(atoms, dtype=torch.float32), compute_forces=False,
+                                   compute_stress=False)["energy"])
+    assert energy32 == pytest.approx(reference, rel=1e-5)
