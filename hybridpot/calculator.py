@@ -74,6 +74,12 @@ class HybridCalculator(Calculator):
     structures only), ``charges`` (e, models with a charge term) and ``dipole`` (e·Å, about
     the origin, finite structures with a charge term only).
 
+    Boundary conditions: finite, fully periodic, or slabs with ``pbc=(True, True, False)``
+    (a, b in the xy plane, c along +z, vacuum at least the Coulomb real-space cutoff:
+    :mod:`hybridpot.electrostatics.slab`). A slab's stress is divided by the whole cell volume,
+    vacuum included; only its in-plane components (xx, yy, xy) are physical (mask the others in
+    cell filters, e.g. ``FrechetCellFilter(atoms, mask=[1, 1, 0, 0, 0, 1])``).
+
     The total charge is read from ``atoms.info["charge"]`` (default 0). Fragment charge
     constraints come from the ``fragments``/``fragment_charges`` arguments or, when these
     are not given, from ``atoms.info["fragments"]`` and ``atoms.info["fragment_charges"]``

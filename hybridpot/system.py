@@ -269,10 +269,13 @@ class AtomicSystem:
             volume = torch.linalg.det(cell).abs()
             lengths = cell.norm(dim=1)
             if bool((lengths[pbc] < 1e-6).any()) or float(volume) < 1e-6 * float(lengths.prod().clamp_min(1e-300)):
+                slab_hint = ("" if bool(pbc.all()) else
+                             " (a slab, pbc=(True, True, False), needs its third lattice vector too: along z, spanning "
+                             "the atoms plus vacuum, e.g. atoms.center(vacuum=10.0, axis=2))")
                 raise ValueError(
                     f"structure {s}: degenerate cell (lattice vectors {cell.tolist()}, volume {float(volume):.3g} Å^3) "
                     "with periodic boundary conditions: give three independent lattice vectors, or set pbc=False "
-                    "in the directions without periodicity"
+                    f"in the directions without periodicity{slab_hint}"
                 )
             # height of the cell along each lattice direction: V / |a_j x a_k|
             cross = torch.stack([torch.linalg.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]) for k in range(3)])

@@ -175,9 +175,13 @@ def test_bad_input():
         _term(periodic, Electrostatics(method="direct"), q, sig)
     with pytest.raises(ValueError, match="too wide"):
         _term(periodic, Electrostatics(method="ewald", real_space_cutoff=6.0), q, sig * 3)
+    # partially periodic: slabs only (tests/electrostatics/test_slab.py), c along z
     slab = Atoms("H4", positions=pos, cell=cell, pbc=[True, True, False])
-    with pytest.raises(ValueError, match="mixed"):
+    with pytest.raises(ValueError, match="xy plane"):
         _term(slab, Electrostatics(), q, sig)
+    wire = Atoms("H4", positions=pos, cell=cell, pbc=[True, False, True])
+    with pytest.raises(ValueError, match=r"slabs with pbc=\(True, True, False\)"):
+        _term(wire, Electrostatics(), q, sig)
     elec = Electrostatics()
     _, system, graph = _term(periodic, elec, q, sig)
     with pytest.raises(ValueError, match="needs charges"):

@@ -48,12 +48,16 @@ matrix of :class:`~hybridpot.qeq.ChargeEquilibration`. (n2p2's periodic loop cou
 of an atom with its own periodic image inside ``r_outer`` twice; this only matters for
 cells shorter than ``r_outer`` and is not reproduced: each pair is counted once.)
 
+Slabs (pbc ``(True, True, False)``, c along z, vacuum at least the real-space cutoff): the 3D sum
+of the vacuum-padded cell plus the Yeh-Berkowitz / Ballenegger-Arnold-Cerdà dipole correction,
+:mod:`.slab`; other partially periodic layouts are refused.
+
 Package layout (one concept per module): :mod:`.kernels` (pair kernels, screening, cutoff
 switch), :mod:`.direct` (finite structures), :mod:`.parameters` (Ewald/PME parameters, n2p2's
 truncation), :mod:`.ewald` (k-vectors), :mod:`.mesh` (PME stencil, spreading, convolutions),
 :mod:`.operator` (:class:`PeriodicCoulomb`), :mod:`.preconditioner` (CG preconditioner, coarse
-operator), :mod:`.term` (:class:`Electrostatics`) and :mod:`._torchpme` (every call into
-torch-pme's internals).
+operator), :mod:`.slab` (2D-periodic slabs: layout checks, dipole correction), :mod:`.term`
+(:class:`Electrostatics`) and :mod:`._torchpme` (every call into torch-pme's internals).
 """
 
 from __future__ import annotations

@@ -81,3 +81,17 @@ def mesh_kvectors(cell: torch.Tensor, mesh_shape: Sequence[int]) -> torch.Tensor
     from torchpme.lib.kvectors import generate_kvectors_for_mesh
 
     return generate_kvectors_for_mesh(cell, torch.tensor(tuple(mesh_shape), device=cell.device))
+
+
+#: the slab layout as torch-pme's ``periodic`` argument wants it
+_SLAB_PERIODIC = (True, True, False)
+
+
+def slab_correction_potential(potential, positions: torch.Tensor, cell: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Potential ``[n, channels]`` (V, full, not halved) of the slab dipole correction of charges
+    ``v [n, channels]`` (:mod:`hybridpot.electrostatics.slab`): torch-pme 0.5.0's
+    ``CoulombPotential.pbc_correction`` with ``periodic = (True, True, False)``, which for a
+    slab whose third lattice vector is along z is ``(4 pi k_e / V) (z_i M_z - (sum_j v_j z_j^2 +
+    Q z_i^2) / 2 - Q L_z^2 / 12)`` (Ballenegger, Arnold & Cerdà 2009); differentiable in all inputs."""
+    periodic = torch.tensor(_SLAB_PERIODIC, device=cell.device)
+    return potential.pbc_correction(periodic, positions, cell, v)

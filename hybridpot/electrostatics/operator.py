@@ -16,6 +16,7 @@ from .kernels import COULOMB_CONSTANT, real_space_kernel
 from .mesh import _MeshConvolution, _csr, _interpolation_stencil, _spatial_order, _spread, _unsort
 from .parameters import EwaldParameters, _fft_size, minimum_real_space_cutoff
 from .preconditioner import coarse_matvec, kspace_preconditioner
+from .slab import check_slab, is_slab, slab_constrained_terms
 
 __all__ = ["PeriodicCoulomb", "periodic_operator", "periodic_operator_inputs"]
 
@@ -28,6 +29,8 @@ class PeriodicCoulomb:
 
         C v = [point-charge Ewald/PME potential of v, torch-pme]
               - sum_pairs k_e erfc(r/(sqrt2 gamma))/r v_j  + (2 pi k_e / V)(sigma_i^2 sum_j v_j + sum_j sigma_j^2 v_j)
+
+    (slabs: plus the dipole correction, without the last, Gaussian background, term: see ``slab``).
 
     Everything that depends only on the geometry (real-space kernels, Ewald structure
     factors, PME mesh weights and k-space filter) is computed once at construction
@@ -51,16 +54,22 @@ class PeriodicCoulomb:
         rounding error of ~1e-7, far below the PME error; meant for CG solves whose tolerance is
         well above it (:class:`~hybridpot.qeq.ChargeEquilibration` ``kspace_precision``).
         Products with autograd always use the operator's own dtype.
+    slab : bool
+        A slab (pbc ``(True, True, False)``, c along z, checked by :func:`periodic_operator_inputs`):
+        the 3D sum of the vacuum-padded cell plus the dipole correction of
+        :mod:`hybridpot.electrostatics.slab` (in :meth:`matvec` and :meth:`dense`). The pairs must
+        then come from a neighbour list without images along z.
     """
 
     def __init__(self, positions, cell, pair_i, pair_j, distances, sigma, params: EwaldParameters, method: str,
-                 kspace_dtype: Optional[torch.dtype] = None):
+                 kspace_dtype: Optional[torch.dtype] = None, slab: bool = False):
         if method not in ("ewald", "pme"):
             raise ValueError(f"periodic method must be 'ewald' or 'pme', got {method!r}")
         self.positions, self.cell = positions, cell
         self.pair_i, self.pair_j, self.distances = pair_i, pair_j, distances
         self.sigma, self.params, self.method = sigma, params, method
         self.kspace_dtype = kspace_dtype
+        self.slab = bool(slab)
         # PME products without autograd (CG): mesh convolutions into preallocated arrays with CSR
         # interpolation (several times faster than a gather + sum), made on first use; the
         # coarse one by coarse_matvec on the mesh that kspace_preconditioner leaves in _coarse_mesh
@@ -119,11 +128,15 @@ class PeriodicCoulomb:
             out = out - self.self_term * vv - self.background * vv.sum(dim=0, keepdim=True)
         else:
             out = out + self._pme_kspace(vv, coarse)
-        if self.sigma is not None:
-            # k = 0 part of the erfc correction (neutralising background, Gaussian part)
+        if self.sigma is not None and not self.slab:
+            # k = 0 part of the erfc correction (neutralising background, Gaussian part); not for
+            # slabs: there it is an O(1/L_z) artifact of the 3D background that the dipole correction
+            # does not remove (charged slabs converge to the 2D sum only without it, tests)
             s2 = (self.sigma**2).unsqueeze(1)
             factor = 2.0 * math.pi * COULOMB_CONSTANT / self.volume
             out = out + factor * (s2 * vv.sum(dim=0, keepdim=True) + (s2 * vv).sum(dim=0, keepdim=True))
+        if self.slab:  # dipole correction of the vacuum-padded 3D sum (O(n) per channel)
+            out = out + _torchpme.slab_correction_potential(self.potential, self.positions, self.cell, vv)
         return out.squeeze(1) if squeeze else out
 
     def _build_stencil(self) -> None:
@@ -212,7 +225,32 @@ class PeriodicCoulomb:
         return out
 
     def dense(self) -> torch.Tensor:
-        """The matrix ``C`` ``[n, n]`` (Ewald, with this operator's real-space pairs; differentiable)."""
+        """The matrix ``C`` ``[n, n]`` (Ewald, with this operator's real-space pairs; differentiable);
+        for a slab with the full dipole correction matrix (as :meth:`matvec`)."""
+        mat = self._dense_3d()
+        if self.slab:
+            eye = torch.eye(mat.shape[0], dtype=mat.dtype, device=mat.device)
+            mat = mat + _torchpme.slab_correction_potential(self.potential, self.positions, self.cell, eye)
+        return mat
+
+    def dense_constrained(self, total_charge: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(matrix [n, n], linear [n], constant)`` with ``1/2 q.C.q = 1/2 q.matrix.q + linear.q +
+        constant`` for every ``q`` summing to ``total_charge`` (e), for constrained solves.
+
+        Fully periodic: ``(C, 0, 0)``. Slab: the 3D part plus only the PSD rank-1 dipole Hessian;
+        the correction's total-charge terms move into ``linear`` and ``constant``
+        (:func:`~hybridpot.electrostatics.slab.slab_constrained_terms`), so ``matrix`` plus the
+        QEq diagonal stays positive definite (the full slab matrix has a large negative
+        ``1 1^T`` part)."""
+        mat = self._dense_3d()
+        if not self.slab:
+            zero = mat.new_zeros(())
+            return mat, mat.new_zeros(mat.shape[0]), zero
+        hessian, linear, constant = slab_constrained_terms(self.positions, self.cell, total_charge.to(mat.dtype))
+        return mat + hessian, linear, constant
+
+    def _dense_3d(self) -> torch.Tensor:
+        """The 3D-periodic part of :meth:`dense`."""
         n = self.positions.shape[0]
         mat = self.positions.new_zeros(n, n)
         mat = mat.index_put((self.pair_i, self.pair_j), self.real_kernel, accumulate=True)
@@ -226,7 +264,7 @@ class PeriodicCoulomb:
             c, s = torch.cos(phase), torch.sin(phase)
         mat = mat + (c.T * g) @ c + (s.T * g) @ s
         mat = mat - torch.diag(self.self_term.expand(n)) - self.background
-        if self.sigma is not None:
+        if self.sigma is not None and not self.slab:  # (as matvec)
             s2 = self.sigma**2
             mat = mat + (2.0 * math.pi * COULOMB_CONSTANT / self.volume) * (s2.unsqueeze(0) + s2.unsqueeze(1))
         return mat
@@ -242,7 +280,7 @@ def periodic_operator(system: AtomicSystem, graph: Graph, sigma: Optional[torch.
     ``params``).
     """
     inputs, a, b, structure_params = periodic_operator_inputs(system, graph, sigma, s, params)
-    return PeriodicCoulomb(*inputs, structure_params, method), a, b
+    return PeriodicCoulomb(*inputs, structure_params, method, slab=is_slab(system.pbc[s])), a, b
 
 
 def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional[torch.Tensor], s: int,
@@ -251,11 +289,20 @@ def periodic_operator_inputs(system: AtomicSystem, graph: Graph, sigma: Optional
     structure ``s`` for :class:`PeriodicCoulomb`, with the checks of :func:`periodic_operator`
     (no operator built). ``params_s = params.for_structure(n, V)``: when it has a longer
     real-space cutoff than the model's graph (a dilute structure), the pairs come from a
-    neighbour list of this structure at that cutoff (differentiable like the graph's)."""
+    neighbour list of this structure at that cutoff (differentiable like the graph's).
+
+    Partially periodic structures must be slabs (:func:`~hybridpot.electrostatics.slab.check_slab`:
+    pbc ``(True, True, False)``, c along z, vacuum at least the real-space cutoff); the operator of
+    one then needs ``slab=True`` (:func:`periodic_operator` sets it)."""
     a, b = int(system.ptr[s]), int(system.ptr[s + 1])
+    slab = not bool(system.pbc[s].all())
+    if slab:  # layout and orientation first (a slab without a c vector has no volume)
+        check_slab(system.positions[a:b], system.cell[s], system.pbc[s], None, s)
     volume = float(torch.linalg.det(system.cell[s].detach()).abs())
     structure_params = params.for_structure(b - a, volume)
     rc = structure_params.real_space_cutoff
+    if slab:  # then the vacuum, against this structure's real-space cutoff
+        check_slab(system.positions[a:b], system.cell[s], system.pbc[s], rc, s)
     if graph.cutoff < params.real_space_cutoff - 1e-9:
         raise ValueError(f"neighbour graph cutoff {graph.cutoff} Å is below the electrostatic real-space cutoff "
                          f"{params.real_space_cutoff} Å")

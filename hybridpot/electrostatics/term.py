@@ -1,4 +1,4 @@
-"""The Electrostatics energy term (finite: direct sums; periodic: Ewald/PME; n2p2 screening)."""
+"""The Electrostatics energy term (finite: direct sums; periodic and slabs: Ewald/PME; n2p2 screening)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ class Electrostatics(nn.Module):
     Parameters
     ----------
     method : {"auto", "direct", "ewald", "pme"}
-        Periodic structures: ``"ewald"`` or ``"pme"`` (``"auto"``: Ewald up to
+        Periodic structures (fully periodic, or slabs with pbc ``(True, True, False)``: the 3D sum
+        of the vacuum-padded cell with the dipole correction of
+        :mod:`hybridpot.electrostatics.slab`): ``"ewald"`` or ``"pme"`` (``"auto"``: Ewald up to
         ``ewald_max_atoms`` atoms, PME above). Finite structures always use the exact
         direct sum; ``"direct"`` refuses periodic structures.
     accuracy : float
@@ -105,11 +107,7 @@ class Electrostatics(nn.Module):
             raise ValueError("Gaussian widths sigma must be positive")
         charges = charges.to(system.dtype)
         out = torch.zeros_like(charges)
-        periodic = system.periodic
-        pbc = system.pbc
-        mixed = periodic & ~pbc.all(dim=1)
-        if bool(mixed.any()):
-            raise ValueError("Electrostatics supports fully periodic or finite structures, not mixed boundary conditions")
+        periodic = system.periodic  # slabs (pbc True, True, False) included: PeriodicCoulomb with slab=True
         finite_atoms = ~periodic[system.batch]
         if bool(finite_atoms.any()):
             out = out + self._finite_potential(system, charges, sigma, finite_atoms)

@@ -79,8 +79,11 @@ class _MatrixFreeSetup:
 
     def __init__(self, pair_i, pair_j, params, method, groups, totals, tol, maxiter, preconditioner="jacobi",
                  warm_start: Optional[dict] = None, kspace_dtype: Optional[torch.dtype] = None,
-                 coarse_tol: Optional[float] = None):
+                 coarse_tol: Optional[float] = None, slab: bool = False):
         self.pair_i, self.pair_j = pair_i, pair_j
+        # a slab's operator adds the dipole correction to every product; the k-space
+        # preconditioner ignores it (a PSD rank-1 term on the constraint space: still SPD)
+        self.slab = bool(slab)
         self.kspace_dtype, self.coarse_tol = kspace_dtype, coarse_tol
         self.params, self.method = params, method
         self.groups, self.totals = groups, totals.detach()
@@ -137,7 +140,7 @@ class _MatrixFreeSetup:
 
     def operator(self, positions, cell, distances, sigma) -> PeriodicCoulomb:
         return PeriodicCoulomb(positions, cell, self.pair_i, self.pair_j, distances, sigma, self.params, self.method,
-                               kspace_dtype=self.kspace_dtype)
+                               kspace_dtype=self.kspace_dtype, slab=self.slab)
 
 
 #: From this many atoms the forward solve's Coulomb operator (CSR real-space matrix, PME stencil
@@ -153,7 +156,7 @@ KSPACE_FLOAT32_MIN_TOL = 1e-5
 DEFAULT_COARSE_TOL = 3e-4
 
 
-def _matrix_free_energy(inputs, params, method, chi, diag, q) -> torch.Tensor:
+def _matrix_free_energy(inputs, params, method, chi, diag, q, slab: bool = False) -> torch.Tensor:
     """``chi.q + 1/2 q.(C + diag) q`` with a fresh (differentiable) Coulomb operator."""
-    op = PeriodicCoulomb(*inputs, params, method)
+    op = PeriodicCoulomb(*inputs, params, method, slab=slab)
     return torch.dot(chi, q) + 0.5 * torch.dot(q, op.matvec(q) + diag * q)

@@ -14,6 +14,7 @@ from torch import nn
 from ..atomic_nets import ElementNets
 from ..descriptors import SymmetryFunctions, element_number
 from ..electrostatics import COULOMB_CONSTANT, EwaldParameters, direct_coulomb_matrix, periodic_operator, periodic_operator_inputs
+from ..electrostatics.slab import is_slab
 from ..neighbors import Graph
 from ..system import AtomicSystem
 from .constraints import _local_groups, constraint_groups
@@ -66,7 +67,10 @@ class ChargeEquilibration(nn.Module):
     accuracy, real_space_cutoff, periodic_method, interpolation_nodes
         Coulomb operator of periodic structures, as in
         :class:`~hybridpot.electrostatics.Electrostatics` (``periodic_method`` is the
-        matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald).
+        matrix-free operator: "pme" or "ewald"; the dense solver always uses Ewald). Slabs
+        (pbc ``(True, True, False)``) get the dipole correction of
+        :mod:`hybridpot.electrostatics.slab` in both solvers (dense: its PSD part on the
+        constraint space plus a linear term, :meth:`~hybridpot.electrostatics.PeriodicCoulomb.dense_constrained`).
     matrix_free_min_atoms : int
         ``solver="auto"`` uses the matrix-free solver for periodic structures at least this large
         (default 1000: the measured crossover, validation/README.md).
@@ -318,9 +322,9 @@ class ChargeEquilibration(nn.Module):
         for s in range(system.n_systems):
             a, b = int(system.ptr[s]), int(system.ptr[s + 1])
             g_local, t_local = _local_groups(groups[a:b], totals)
-            if bool(system.periodic[s]) and not bool(system.pbc[s].all()):
-                raise ValueError("ChargeEquilibration supports fully periodic or finite structures, not mixed boundaries")
+            # partially periodic: slabs only (pbc True, True, False; checked by periodic_operator_inputs)
             periodic = bool(system.periodic[s])
+            slab = periodic and is_slab(system.pbc[s])
             use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
             if use_mf:
                 inputs, _, _, params = periodic_operator_inputs(system, graph, sigma, s, self.params)
@@ -333,7 +337,7 @@ class ChargeEquilibration(nn.Module):
                                          t_local.double(), tol, self.cg_maxiter, self._preconditioner_kind(),
                                          self._warm_start_slot(s, system.numbers[a:b], warm_start_cache),
                                          self._kspace_dtype(),
-                                         self.coarse_tol)
+                                         self.coarse_tol, slab=slab)
                 as64 = [None if t is None else t.double() for t in (chi[a:b], diag[a:b], positions, cell,
                                                                    distances, sig)]
                 q = _MatrixFreeQEq.apply(setup, *as64).to(dtype)
@@ -342,14 +346,22 @@ class ChargeEquilibration(nn.Module):
                 self._diagnostics.append(setup.record)
                 # E_QEq costs one more (differentiable) PME product: computed only when asked for
                 energy = functools.partial(_matrix_free_energy, inputs, params, self.periodic_method,
-                                           chi[a:b], diag[a:b], q)
+                                           chi[a:b], diag[a:b], q, slab)
             else:
                 if periodic:
                     op, _, _ = periodic_operator(system, graph, sigma, s, self.params, "ewald")
-                    c = op.dense()
+                    # slabs: the dipole correction's total-charge terms (a large negative 1 1^T part
+                    # of its matrix) become a linear term and a constant, exact on the constraint
+                    # space; the matrix keeps only the PSD rank-1 dipole Hessian (SPD for Cholesky)
+                    c, linear, constant = op.dense_constrained(t_local.sum())
                 else:
                     c = direct_coulomb_matrix(system.positions[a:b], sigma[a:b])
-                q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
+                    linear = constant = None
+                if linear is None:
+                    q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
+                else:
+                    q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b] + linear, g_local, t_local)
+                    energy = energy + constant
                 self._diagnostics.append({"solver": "dense"})
             charges.append(q)
             energies.append(energy)
