@@ -6,6 +6,7 @@ Usage::
     torchrun --nproc_per_node=2 -m hybridpot.cli train config.yaml --ddp   (data parallel)
     hybridpot evaluate model.pt data.xyz [--format F] [--units U] [--keys energy=E,forces=F] [--output DIR]
     hybridpot convert n2p2_directory model.pt [--units ase|file] [--file-units bohr_hartree|angstrom_ev]
+    hybridpot ipi model.pt structure.xyz --address NAME [--inet] [--port P] [--charge Q]   (i-PI client)
 
 Adding a subcommand (e.g. ``convert`` or ``demo``) takes one small function pair and one
 ``register`` call in this module (or any module imported here)::
@@ -72,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TrainingInterrupted as err:
         print(f"hybridpot {args.command}: stopped ({err}); resume with --resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"hybridpot {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -293,6 +294,10 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 register("convert", "convert an n2p2 potential directory into a hybridpot model file", _configure_convert, _run_convert)
+
+from .ipi import _configure as _configure_ipi, _run as _run_ipi  # noqa: E402
+
+register("ipi", "serve a model to a running i-PI server (socket client, examples/ipi/)", _configure_ipi, _run_ipi)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

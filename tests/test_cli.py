@@ -126,6 +126,8 @@ def test_errors_give_exit_status_2(tmp_path, capsys):
     assert "unknown key(s) ['epoch']" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none.pt"), str(tmp_path / "d.xyz")]) == 2
     assert "no such model file" in capsys.readouterr().err
+    assert main(["ipi", str(tmp_path / "none.pt"), str(tmp_path / "d.xyz"), "--address", "x"]) == 2
+    assert "model file" in capsys.readouterr().err
 
 
 def test_evaluate_output_that_is_a_file(tmp_path, capsys):
