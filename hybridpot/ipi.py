@@ -33,8 +33,9 @@ def run_client(model, atoms, address: str, unix: bool = True, port: int = 31415,
 
     Parameters
     ----------
-    model : HybridPotential or str or Path
-        The model, or a model file (:func:`hybridpot.load`).
+    model : HybridPotential or str or Path or ase.calculators.calculator.Calculator
+        The model, or a model file (:func:`hybridpot.load`); or an ASE calculator used as it is (e.g.
+        metatomic-ase's ``MetatomicCalculator`` of a model written by ``hybridpot export``).
     atoms : ase.Atoms
         The structure i-PI integrates, in the same atom order as i-PI's initial file (its
         numbers, ``pbc``, ``info["charge"]``, fragments; i-PI sends positions and cell, Å).
@@ -53,7 +54,9 @@ def run_client(model, atoms, address: str, unix: bool = True, port: int = 31415,
     atoms = atoms.copy()
     if charge is not None:
         atoms.info["charge"] = float(charge)
-    atoms.calc = HybridCalculator(model, **(calculator_options or {}))
+    from ase.calculators.calculator import BaseCalculator
+
+    atoms.calc = model if isinstance(model, BaseCalculator) else HybridCalculator(model, **(calculator_options or {}))
     where = f"UNIX socket /tmp/ipi_{address}" if unix else f"{address}:{port}"
     try:
         client = SocketClient(unixsocket=address) if unix else SocketClient(host=address, port=int(port))

