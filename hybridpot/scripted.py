@@ -63,16 +63,55 @@ from .qeq.scripted import solve_qeq_dense_total
 __all__ = ["ScriptedHybridPotential", "script_model", "check_supported", "evaluate_scripted", "same_method_reference"]
 
 
-class _NoElectronegativity(nn.Module):
-    """Stands in for the traced electronegativity of a model without charge equilibration."""
+class ChargeFeatures(nn.Module):
+    """Traced: ``(positions, numbers, cell, i, j, shifts) -> (features, chi)``: the charge model's
+    symmetry functions ``[N, F]`` (``[N, 0]`` when ``share`` is off) and electronegativities
+    ``[N]`` (eV/e). With ``share`` the features feed :class:`ShortRangeFromFeatures` as well (one
+    descriptor evaluation for both, as the eager model's per-call feature cache does)."""
+
+    def __init__(self, charges, share: bool):
+        super().__init__()
+        self.charges = charges
+        self.share = bool(share)
+        self.cutoff = float(charges.descriptor.cutoff)
+
+    def forward(self, positions, numbers, cell, i, j, shifts):
+        from .export import _graph, _system
+
+        graph = _graph(positions, cell, i, j, shifts, [self.cutoff]).share_features()
+        chi = self.charges.electronegativity(_system(positions, numbers, cell), graph)
+        features = self.charges.descriptor(numbers, graph)  # the same call: from the graph's feature cache
+        return (features if self.share else features[:, :0]), chi
+
+
+class ShortRangeFromFeatures(nn.Module):
+    """Traced: ``(features [N, F], numbers, charges [N]) -> [N]`` short-range atomic energies (eV)."""
+
+    def __init__(self, short):
+        super().__init__()
+        self.short = short
+
+    def forward(self, features, numbers, charges):
+        return self.short.energies_from_features(features, numbers, charges if self.short.use_charges else None)
+
+
+class _NoChargeFeatures(nn.Module):
+    """Stands in for :class:`ChargeFeatures` in a model without charge equilibration."""
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor, i: torch.Tensor,
-                j: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(positions[:, 0])
+                j: torch.Tensor, shifts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return positions[:, :0], torch.zeros_like(positions[:, 0])
+
+
+class _NoShortRange(nn.Module):
+    """Stands in for :class:`ShortRangeFromFeatures` when the short range is in the local energy."""
+
+    def forward(self, features: torch.Tensor, numbers: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(charges)
 
 
 class _NoLocalEnergy(nn.Module):
-    """Stands in for the traced local energy of a model without local terms."""
+    """Stands in for the traced local energy of a model without (other) local terms."""
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor, i: torch.Tensor,
                 j: torch.Tensor, shifts: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
@@ -111,25 +150,31 @@ def check_supported(model) -> None:
 class ScriptedHybridPotential(nn.Module):
     """Per-atom energies and charges of a whole hybrid model (see the module docstring).
 
-    Built by :func:`script_model`; ``local`` and ``electronegativity`` are the traced local
-    pieces (or stand-ins), the rest are tables and floats taken from the eager terms.
+    Built by :func:`script_model`; ``charge_features`` (:class:`ChargeFeatures`), ``short``
+    (:class:`ShortRangeFromFeatures`, when it shares the charge model's descriptor) and ``local``
+    (:class:`hybridpot.export.LocalEnergy` of the other local terms) are the traced local pieces
+    (or stand-ins); the rest are tables and floats taken from the eager terms.
     """
 
     has_charges: Final[bool]
+    shared_features: Final[bool]
     has_electrostatics: Final[bool]
     share_matrix: Final[bool]
     has_screening: Final[bool]
     has_tail: Final[bool]
 
-    def __init__(self, model, local: nn.Module, electronegativity: nn.Module):
+    def __init__(self, model, charge_features: nn.Module, short: nn.Module, local: nn.Module,
+                 shared_features: bool):
         super().__init__()
         charges, elec = model.charge_model, None
         for name, traits in model.term_traits().items():
             if traits.uses_widths:
                 elec = model.terms()[name]
         disp = [t for t in model.terms().values() if type(t).__name__ == "Dispersion"]
+        self.charge_features = charge_features
+        self.short = short
         self.local = local
-        self.electronegativity = electronegativity
+        self.shared_features = bool(shared_features)
         self.cutoff: float = float(model.cutoff)
         self.k_e: float = K_E
         self.has_charges = charges is not None
@@ -200,8 +245,8 @@ class ScriptedHybridPotential(nn.Module):
         charges = torch.zeros_like(positions[:, 0])
         matrix = torch.zeros(0, 0, dtype=positions.dtype, device=positions.device)
         sigma = torch.zeros_like(charges)
+        features, chi = self.charge_features(positions, numbers, cell, i, j, shifts)
         if self.has_charges:
-            chi = self.electronegativity(positions, numbers, cell, i, j, shifts)
             sigma = self.sigma.to(positions.dtype)[numbers]
             if bool(torch.isnan(sigma).any()):
                 raise ValueError("the exported model has no QEq parameters for some atomic numbers of this structure")
@@ -213,6 +258,8 @@ class ScriptedHybridPotential(nn.Module):
                 matrix = direct_matrix(positions, sigma, self.k_e)
             charges = solve_qeq_dense_total(matrix + torch.diag(diag), chi, total_charge)
         energies = self.local(positions, numbers, cell, i, j, shifts, charges)
+        if self.shared_features:
+            energies = energies + self.short(features, numbers, charges)
         if self.has_electrostatics:
             if not periodic or self.share_matrix:
                 coulomb = matrix
@@ -259,6 +306,10 @@ def _example_inputs(atoms, cutoff: float, skin: float):
 def script_model(model, example, check=None, skin: float = 1.0) -> torch.jit.ScriptModule:
     """The whole ``model`` as a scripted :class:`ScriptedHybridPotential` (float64).
 
+    The traced pieces are not checked one by one: the scripted whole is compared with the eager
+    model (energy, forces, stress) on ``example`` and on ``check`` and the export raises when
+    they differ by more than 1e-9 (relative), e.g. when a trace did not generalise.
+
     Parameters
     ----------
     model : HybridPotential
@@ -273,7 +324,7 @@ def script_model(model, example, check=None, skin: float = 1.0) -> torch.jit.Scr
     skin : float
         Extra neighbour range (Å) of the tracing and checking lists.
     """
-    from .export import Electronegativity, LocalEnergy, _check, _trace
+    from .export import LocalEnergy, _trace
 
     model = copy.deepcopy(model).double().eval()
     check_supported(model)
@@ -284,29 +335,28 @@ def script_model(model, example, check=None, skin: float = 1.0) -> torch.jit.Scr
         other.rattle(0.05, seed=1)
         check = [other]
     charges = model.charge_model
-    n_atoms = len(example)
-    if any(tr.is_local and not tr.provides_charges for tr in model.term_traits().values()):
-        module = LocalEnergy(model)
-        x = list(_example_inputs(example, model.cutoff, skin)) + [torch.linspace(-0.5, 0.5, n_atoms,
-                                                                                 dtype=torch.float64)]
-        local = _trace(module, tuple(x))
-        for atoms in [example] + list(check):
-            y = list(_example_inputs(atoms, model.cutoff, skin)) + [torch.linspace(-0.5, 0.5, len(atoms),
-                                                                                   dtype=torch.float64)]
-            _check(module, local, y, "local energy", True)
-    else:
-        local = torch.jit.script(_NoLocalEnergy())
+    short = model.short_range
+    share = charges is not None and short is not None and short.descriptor is charges.descriptor
+    x = _example_inputs(example, model.cutoff, skin)
+    q = torch.linspace(-0.5, 0.5, len(example), dtype=torch.float64)
     if charges is not None:
-        module = Electronegativity(charges)
-        chi = _trace(module, tuple(_example_inputs(example, model.cutoff, skin)))
-        for atoms in [example] + list(check):
-            _check(module, chi, list(_example_inputs(atoms, model.cutoff, skin)), "electronegativity", False)
+        features = ChargeFeatures(charges, share)
+        charge_features = _trace(features, x)
+        if share:
+            short_module = _trace(ShortRangeFromFeatures(short), (features(*x)[0].detach(), x[1], q))
         _check_widths(model)
     else:
-        chi = torch.jit.script(_NoElectronegativity())
+        charge_features = torch.jit.script(_NoChargeFeatures())
+    if not share:
+        short_module = torch.jit.script(_NoShortRange())
+    rest = model.without("short_range") if share else model
+    if rest is not None and any(tr.is_local and not tr.provides_charges for tr in rest.term_traits().values()):
+        local = _trace(LocalEnergy(rest), tuple(x) + (q,))
+    else:
+        local = torch.jit.script(_NoLocalEnergy())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch 2.13: TorchScript deprecated
-        scripted = torch.jit.script(ScriptedHybridPotential(model, local, chi))
+        scripted = torch.jit.script(ScriptedHybridPotential(model, charge_features, short_module, local, share))
     for atoms in [example] + list(check):
         _compare_with_eager(model, scripted, atoms, skin)
     return scripted
@@ -369,6 +419,9 @@ def _compare_with_eager(model, scripted, atoms, skin: float) -> None:
     scale = max(abs(float(out["energy"][0])), 1e-12)
     f_scale = max(float(out["forces"].abs().max()), 1e-12)
     worst = max(abs(energy - float(out["energy"][0])) / scale, float((forces - out["forces"]).abs().max()) / f_scale)
+    if stress is not None:
+        s_scale = max(float(out["stress"].abs().max()), 1e-12)
+        worst = max(worst, float((stress - out["stress"][0]).abs().max()) / s_scale)
     if worst > 1e-9:
         raise RuntimeError(f"the scripted model differs from the eager model by {worst:.1e} (relative) on a "
                            f"{len(atoms)}-atom structure: export failed")

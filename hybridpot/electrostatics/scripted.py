@@ -70,7 +70,8 @@ def ewald_kvectors(cell: torch.Tensor, k_max: float) -> torch.Tensor:
     for a in range(3):
         n = int(math.floor(k_max * float(lengths[a]) / (2.0 * math.pi)))
         ranges.append(torch.arange(-n, n + 1, device=cell.device, dtype=cell.dtype))
-    m = torch.cartesian_prod(ranges).reshape(-1, 3)
+    grids = torch.meshgrid(ranges, indexing="ij")  # the order of torch.cartesian_prod
+    m = torch.stack([grids[0].reshape(-1), grids[1].reshape(-1), grids[2].reshape(-1)], dim=1)
     k = m @ recip.detach()
     keep = (torch.linalg.vector_norm(k, dim=1) <= k_max) & (m.abs().sum(dim=1) > 0)
     return m[keep] @ recip
