@@ -16,7 +16,8 @@ The exported model
   :class:`~hybridpot.HybridCalculator`); models without charge equilibration request nothing;
 * outputs ``"energy"`` (eV; per system, or per atom when the engine asks for
   ``sample_kind="atom"``); forces and stress are the engine's autograd of it (metatomic's
-  convention), including the charges' response ``dq/dR`` through the dense QEq solve;
+  convention), including the charges' response ``dq/dR`` (dense QEq solve, or the adjoint of
+  the matrix-free CG solve);
 * outputs the QEq charges as ``"hybridpot::charges"`` (per atom, e) on request;
 * declares ``interaction_range`` = infinity for models with charge equilibration (the charges
   are global) and the cutoff otherwise; float64, CPU (and CUDA when available).
@@ -169,7 +170,7 @@ def export_metatomic(model, path, example=None, check=None, skin: float = 1.0, n
         A structure with every element of the model, to trace the local pieces on (default:
         :func:`example_structure`).
     check : list of ase.Atoms, optional
-        More structures the export must reproduce (energy and forces within 1e-9 of the eager
+        More structures the export must reproduce (energy, forces, stress within 1e-9 of the eager
         model, relative); :func:`hybridpot.scripted.script_model` adds a larger copy of the
         example by default.
     skin : float

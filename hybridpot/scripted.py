@@ -6,14 +6,18 @@ systems and graphs, comprehensions, the numba descriptor kernels, the matrix-fre
 autograd Function). The export therefore splits the model in two:
 
 * the **local pieces**, traced (``torch.jit.trace``) with the torch reference descriptors:
-  :class:`hybridpot.export.LocalEnergy` (per-atom short-range energies given the charges, plus
-  the dispersion pair energies) and :class:`hybridpot.export.Electronegativity` (QEq ``chi``).
-  Their operations are shape-polymorphic: the traces are checked against the eager model on a
-  second, larger structure before they are used;
-* the **global pieces**, scripted: the dense QEq solve (:mod:`hybridpot.qeq.scripted`) on the
-  Ewald matrix of a periodic cell or the direct Coulomb matrix of a cluster
-  (:mod:`hybridpot.electrostatics.scripted`), the electrostatic energy of the charges with
-  the electrostatics term's own parameters and n2p2 screening, and the dispersion tail
+  :class:`ChargeFeatures` (the charge model's symmetry functions and electronegativities),
+  :class:`ShortRangeFromFeatures` (the 4G short range's networks on the same features: one
+  descriptor evaluation for both) and :class:`hybridpot.export.LocalEnergy` of the other local
+  terms (dispersion pairs). Their operations are shape-polymorphic; the whole is compared with
+  the eager model on a second, larger structure before it is returned;
+* the **global pieces**, scripted, with the eager model's own choices and parameters:
+  charges of clusters by the dense solve on the direct Coulomb matrix, of periodic cells by the
+  dense solve on the Ewald matrix or (eager ``solver="matrix_free"``, or ``"auto"`` from
+  ``matrix_free_min_atoms`` atoms) by projected CG on the Ewald/PME operator
+  (:mod:`hybridpot.electrostatics.scripted_operator`) with the adjoint solve for the gradients
+  (below); the electrostatic energy by the direct sum, Ewald, or PME (eager ``"auto"``: above
+  ``ewald_max_atoms``) with the term's own parameters and n2p2 screening; the dispersion tail
   correction of periodic cells.
 
 :class:`ScriptedHybridPotential` ``forward(positions [N,3] Å, numbers [N] int64, cell [3,3] Å,
@@ -22,23 +26,22 @@ charges [N] e)``, with a full neighbour list (both directions, periodic images t
 ``shifts``, ``r_ij = r_j - r_i + shifts @ cell``) holding every pair closer than
 :attr:`ScriptedHybridPotential.cutoff` (longer pairs, e.g. a Verlet skin, are dropped inside).
 Every step is differentiable in positions and cell: forces and stress come from autograd of
-the summed energy, including ``dq/dR`` through the dense solve.
+the summed energy. The dense solve is differentiated by autograd (``dq/dR`` included, any
+order). The matrix-free solve runs CG without autograd and adds a zero-valued term whose
+gradient is the implicit-function gradient (:meth:`ScriptedHybridPotential._adjoint_term`: the
+eager solver's adjoint solve, without a custom ``autograd.Function``, which TorchScript cannot
+compile): first derivatives only, as the eager solver.
 
-What the eager model does and the export does the same way (to rounding, tested): charges of
-clusters from the direct Coulomb matrix, of periodic cells from the Ewald matrix (as the eager
-dense solver); the electrostatic energy by the same sums. What differs, by design:
+Agreement with the eager model (tests/test_metatomic.py): to rounding for the dense solve
+and Ewald/PME/direct sums (~1e-15 relative); to the CG tolerance for the matrix-free solve
+(the eager CG uses a k-space preconditioner and warm starts, the export Jacobi and cold starts;
+3e-11 relative in the forces at ``cg_tol`` 1e-10).
 
-* periodic cells always use Ewald sums. The eager model switches its electrostatics to PME
-  above ``ewald_max_atoms`` (300) atoms and its QEq to the matrix-free CG solver above
-  ``matrix_free_min_atoms`` (1000): there the two agree to the accuracy setting (PME error,
-  CG tolerance), not to rounding, and the export's cost grows as ``N^2 K`` (Ewald) and ``N^3``
-  (dense solve): it is meant for the small and medium cells of MD engines that run one
-  process, not for 10^4 atoms;
-* unsupported (refused at export, with the reason): fragment charge constraints, FixedCharges,
-  non-local terms other than Electrostatics, n2p2's ``ewald_prec`` truncation, screening cores
-  other than ``"p2"`` and ``"c"``; at run time, periodic cells more dilute than
-  ``DILUTE_DENSITY`` (the eager model rescales its Ewald parameters there) and mixed boundary
-  conditions raise.
+Unsupported (refused at export, with the reason): fragment charge constraints, FixedCharges,
+non-local terms other than Electrostatics, n2p2's ``ewald_prec`` truncation, screening cores
+other than ``"p2"`` and ``"c"``; at run time, periodic cells more dilute than
+``DILUTE_DENSITY`` (the eager model rescales its Ewald parameters there) and mixed boundary
+conditions raise.
 """
 
 import copy
@@ -49,7 +52,7 @@ from typing import Final, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .electrostatics.parameters import DILUTE_DENSITY
+from .electrostatics.parameters import DILUTE_DENSITY, EwaldParameters
 from .electrostatics.scripted import (
     K_E,
     SCRIPTED_SCREENING_CORES,
@@ -58,9 +61,10 @@ from .electrostatics.scripted import (
     gaussian_kernel,
     screening_factor,
 )
+from .electrostatics.scripted_operator import ScriptedPeriodicCoulomb
 from .qeq.scripted import solve_qeq_dense_total
 
-__all__ = ["ScriptedHybridPotential", "script_model", "check_supported", "evaluate_scripted", "same_method_reference"]
+__all__ = ["ScriptedHybridPotential", "script_model", "check_supported", "evaluate_scripted"]
 
 
 class ChargeFeatures(nn.Module):
@@ -171,6 +175,8 @@ class ScriptedHybridPotential(nn.Module):
             if traits.uses_widths:
                 elec = model.terms()[name]
         disp = [t for t in model.terms().values() if type(t).__name__ == "Dispersion"]
+        if len(disp) > 1:
+            raise ValueError("the export supports one Dispersion term")
         self.charge_features = charge_features
         self.short = short
         self.local = local
@@ -181,25 +187,44 @@ class ScriptedHybridPotential(nn.Module):
         self.has_electrostatics = elec is not None
         hardness = torch.full((119,), float("nan"), dtype=torch.float64)
         sigma = torch.full((119,), float("nan"), dtype=torch.float64)
-        qeq_p = [0.0, 1.0, 1.0, 1.0, 0.0]  # smearing, k_max, real-space cutoff, switch width, accuracy
+        # QEq: the dense solve on the Ewald matrix, or (as the eager "matrix_free" solver, periodic
+        # only) projected CG on the Ewald/PME operator with the adjoint solve for the gradients
+        qeq_p = EwaldParameters.for_accuracy(1e-6, 1.0)
+        self.qeq_mode: int = 0  # 0 dense, 1 matrix-free, 2 auto (matrix-free from matrix_free_min_atoms)
+        self.matrix_free_min_atoms: int = 0
+        self.cg_tol: float = 1e-10
+        self.cg_maxiter: int = 1000
+        qeq_pme = True
         if charges is not None:
             with torch.no_grad():
                 hardness[charges.elements] = charges.hardness.detach().double()
                 sigma[charges.elements] = charges.sigma.detach().double()
-            p = charges.params
-            qeq_p = [p.smearing, p.k_max, p.real_space_cutoff, p.switch_width, p.accuracy]
+            qeq_p = charges.params
+            self.qeq_mode = {"dense": 0, "matrix_free": 1, "auto": 2}[charges.solver]
+            self.matrix_free_min_atoms = int(charges.matrix_free_min_atoms)
+            self.cg_tol = max(float(charges.cg_tol), 50.0 * float(torch.finfo(torch.float64).eps))
+            self.cg_maxiter = int(charges.cg_maxiter)
+            qeq_pme = charges.periodic_method == "pme"
         self.register_buffer("hardness", hardness)
         self.register_buffer("sigma", sigma)
-        self.qeq_smearing, self.qeq_k_max, self.qeq_cutoff, self.qeq_switch = (float(x) for x in qeq_p[:4])
+        self.qeq_smearing, self.qeq_k_max = float(qeq_p.smearing), float(qeq_p.k_max)
+        self.qeq_cutoff, self.qeq_switch = float(qeq_p.real_space_cutoff), float(qeq_p.switch_width)
+        self.qeq_operator = _operator(qeq_p, qeq_pme)
+        # electrostatics: periodic cells by Ewald or PME as the eager term chooses
         elec_p = qeq_p
         screening = (0.0, 1.0, 0)
+        self.elec_mode: int = 0  # 0 Ewald, 1 PME, 2 auto (PME above ewald_max_atoms)
+        self.ewald_max_atoms: int = 0
         if elec is not None:
-            p = elec.params
-            elec_p = [p.smearing, p.k_max, p.real_space_cutoff, p.switch_width, p.accuracy]
+            elec_p = elec.params
+            self.elec_mode = {"ewald": 0, "pme": 1, "auto": 2, "direct": 0}[elec.method]
+            self.ewald_max_atoms = int(elec.ewald_max_atoms)
             if elec.screening is not None:
                 screening = (float(elec.screening[0]), float(elec.screening[1]),
                              SCRIPTED_SCREENING_CORES[elec.screening[2]])
-        self.elec_smearing, self.elec_k_max, self.elec_cutoff, self.elec_switch = (float(x) for x in elec_p[:4])
+        self.elec_cutoff: float = float(elec_p.real_space_cutoff)
+        self.elec_ewald = _operator(elec_p, False)
+        self.elec_pme = _operator(elec_p, True)
         self.share_matrix = charges is not None and elec is not None and elec.params == charges.params
         self.has_screening = elec is not None and elec.screening is not None
         self.screen_inner, self.screen_outer = screening[0], screening[1]
@@ -219,8 +244,6 @@ class ScriptedHybridPotential(nn.Module):
             slots = d.slot.clone()
             factor = float((d.s6 * d.scale).detach())
             self.has_tail = True
-        if len(disp) > 1:
-            raise ValueError("the export supports one Dispersion term")
         self.register_buffer("tail_kernel", tail_kernel)
         self.register_buffer("tail_slots", slots)
         self.tail_factor: float = factor
@@ -245,31 +268,53 @@ class ScriptedHybridPotential(nn.Module):
         charges = torch.zeros_like(positions[:, 0])
         matrix = torch.zeros(0, 0, dtype=positions.dtype, device=positions.device)
         sigma = torch.zeros_like(charges)
+        diag = torch.ones_like(charges)
         features, chi = self.charge_features(positions, numbers, cell, i, j, shifts)
+        matrix_free = periodic and self.has_charges and (
+            self.qeq_mode == 1 or (self.qeq_mode == 2 and n >= self.matrix_free_min_atoms))
+        adjoint = False
         if self.has_charges:
             sigma = self.sigma.to(positions.dtype)[numbers]
             if bool(torch.isnan(sigma).any()):
                 raise ValueError("the exported model has no QEq parameters for some atomic numbers of this structure")
             diag = self.hardness.to(positions.dtype)[numbers] + self.k_e / (sigma * math.sqrt(math.pi))
-            if periodic:
-                matrix = self._ewald(positions, cell, i, j, distances, sigma, self.qeq_smearing, self.qeq_k_max,
-                                     self.qeq_cutoff, self.qeq_switch)
+            if matrix_free:
+                qi, qj, qd = _within(i, j, distances, self.qeq_cutoff)
+                self.qeq_operator.prepare(positions, cell, qi, qj, qd, sigma)
+                with torch.no_grad():
+                    q0 = torch.full_like(chi, float(total_charge.reshape(-1)[0]) / n)
+                    x = self._projected_cg(-chi - self._qeq_matvec(q0, diag), diag)
+                    charges = (q0 + x).detach()
+                # the energy below sees the charges as a leaf; their response dq/dR enters through the
+                # adjoint term added at the end (first derivatives only, as the eager solver)
+                adjoint = torch.is_grad_enabled()
+                if adjoint:
+                    charges.requires_grad_(True)
             else:
-                matrix = direct_matrix(positions, sigma, self.k_e)
-            charges = solve_qeq_dense_total(matrix + torch.diag(diag), chi, total_charge)
+                if periodic:
+                    qi, qj, qd = _within(i, j, distances, self.qeq_cutoff)
+                    matrix = ewald_matrix(positions, cell, qi, qj, qd, sigma, self.qeq_smearing, self.qeq_k_max,
+                                          self.qeq_cutoff, self.qeq_switch, self.k_e)
+                else:
+                    matrix = direct_matrix(positions, sigma, self.k_e)
+                charges = solve_qeq_dense_total(matrix + torch.diag(diag), chi, total_charge)
         energies = self.local(positions, numbers, cell, i, j, shifts, charges)
         if self.shared_features:
             energies = energies + self.short(features, numbers, charges)
         if self.has_electrostatics:
-            if not periodic or self.share_matrix:
-                coulomb = matrix
+            if not periodic:
+                potential = matrix @ charges
             else:
-                coulomb = self._ewald(positions, cell, i, j, distances, sigma, self.elec_smearing, self.elec_k_max,
-                                      self.elec_cutoff, self.elec_switch)
-            potential = coulomb @ charges
+                use_pme = self.elec_mode == 1 or (self.elec_mode == 2 and n > self.ewald_max_atoms)
+                if self.share_matrix and not use_pme and not matrix_free:
+                    potential = matrix @ charges
+                else:
+                    ei, ej, ed = _within(i, j, distances, self.elec_cutoff)
+                    operator = self.elec_pme if use_pme else self.elec_ewald
+                    operator.prepare(positions, cell, ei, ej, ed, sigma)
+                    potential = operator.matvec(charges.unsqueeze(1)).squeeze(1)
             if self.has_screening:
-                close = torch.nonzero(distances.detach() < self.screen_outer).flatten()
-                si, sj, r = i.index_select(0, close), j.index_select(0, close), distances.index_select(0, close)
+                si, sj, r = _within(i, j, distances, self.screen_outer)
                 gamma = torch.sqrt(sigma[si] ** 2 + sigma[sj] ** 2)
                 kernel = self.k_e * gaussian_kernel(r, gamma) * (
                     screening_factor(r, self.screen_inner, self.screen_outer, self.screen_core) - 1.0)
@@ -277,14 +322,69 @@ class ScriptedHybridPotential(nn.Module):
             energies = energies + 0.5 * charges * potential
         if self.has_tail and periodic:
             energies = energies + self._dispersion_tail(numbers, cell)
-        return energies, charges
+        if adjoint:
+            energies = energies + self._adjoint_term(energies, charges, chi, diag)
+        return energies, charges.detach() if adjoint else charges
 
-    def _ewald(self, positions: torch.Tensor, cell: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
-               distances: torch.Tensor, sigma: torch.Tensor, smearing: float, k_max: float, cutoff: float,
-               switch: float) -> torch.Tensor:
-        close = torch.nonzero(distances.detach() < cutoff).flatten()
-        return ewald_matrix(positions, cell, i.index_select(0, close), j.index_select(0, close),
-                            distances.index_select(0, close), sigma, smearing, k_max, cutoff, switch, self.k_e)
+    def _qeq_matvec(self, v: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """``A v = C v + diag v`` with the QEq operator prepared for this structure."""
+        return self.qeq_operator.matvec(v.unsqueeze(1)).squeeze(1) + diag * v
+
+    def _projected_cg(self, b: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``sum x = 0`` solving ``P A P x = P b`` (``P`` subtracts the mean), Jacobi
+        preconditioner, stopped at ``|P (b - A x)| <= cg_tol |P b|`` (the eager stopping rule)."""
+        r = b - b.mean()
+        x = torch.zeros_like(b)
+        b_norm = float(torch.linalg.vector_norm(r))
+        if b_norm == 0.0:
+            return x
+        inverse = 1.0 / diag
+        z = inverse * r
+        z = z - z.mean()
+        p = z
+        rz = torch.dot(r, z)
+        converged = False
+        iteration = 0
+        while not converged:
+            if iteration >= self.cg_maxiter:
+                raise ValueError("QEq conjugate gradients did not converge within cg_maxiter iterations")
+            iteration += 1
+            ap = self._qeq_matvec(p, diag)
+            ap = ap - ap.mean()
+            pap = torch.dot(p, ap)
+            if not float(pap) > 0.0:
+                raise ValueError("QEq matrix is not positive definite on the constraint space (CG); check hardness "
+                                 "and widths")
+            alpha = rz / pap
+            x = x + alpha * p
+            r = r - alpha * ap
+            converged = float(torch.linalg.vector_norm(r)) / b_norm <= self.cg_tol
+            if not converged:
+                z = inverse * r
+                z = z - z.mean()
+                rz_new = torch.dot(r, z)
+                p = z + (rz_new / rz) * p
+                rz = rz_new
+        return x
+
+    def _adjoint_term(self, energies: torch.Tensor, charges: torch.Tensor, chi: torch.Tensor,
+                      diag: torch.Tensor) -> torch.Tensor:
+        """Zero-valued per-atom term whose gradient is the charges' contribution to the forces.
+
+        With ``g = dE/dq`` at the solution and ``lambda`` solving ``P A P lambda = P g`` (``sum
+        lambda = 0``), the gradient of ``-lambda . (A(r) q* + chi(r))`` (``q*``, ``lambda`` fixed) is
+        ``-lambda . d(residual)/dr = g . dq*/dr`` (implicit function theorem on ``P (A q + chi) = 0``,
+        ``sum q = Q``): the eager solver's adjoint, without a custom autograd Function."""
+        grads = torch.autograd.grad([energies.sum()], [charges], retain_graph=True, allow_unused=True)
+        g = torch.zeros_like(energies)
+        gradient = grads[0]
+        if gradient is not None:
+            g = gradient
+        with torch.no_grad():
+            lam = self._projected_cg(g, diag)
+        q = charges.detach()
+        term = -lam * (self._qeq_matvec(q, diag) + chi)
+        return term - term.detach()
 
     def _dispersion_tail(self, numbers: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """Per-atom homogeneous tail correction of the dispersion (eager ``Dispersion.tail_energies``)."""
@@ -295,6 +395,18 @@ class ScriptedHybridPotential(nn.Module):
         per_element = counts @ self.tail_kernel.to(cell.dtype)
         volume = torch.linalg.det(cell).abs()
         return (-2.0 * math.pi * self.tail_factor / volume) * per_element[slots]
+
+
+def _within(i: torch.Tensor, j: torch.Tensor, distances: torch.Tensor, cutoff: float
+            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs of the full list closer than ``cutoff`` (Å)."""
+    close = torch.nonzero(distances.detach() < cutoff).flatten()
+    return i.index_select(0, close), j.index_select(0, close), distances.index_select(0, close)
+
+
+def _operator(params, pme: bool) -> ScriptedPeriodicCoulomb:
+    return ScriptedPeriodicCoulomb(params.smearing, params.k_max, params.real_space_cutoff, params.switch_width,
+                                   params.mesh_spacing, params.interpolation_nodes, pme, K_E)
 
 
 def _example_inputs(atoms, cutoff: float, skin: float):
@@ -318,7 +430,7 @@ def script_model(model, example, check=None, skin: float = 1.0) -> torch.jit.Scr
         A structure with every element of the model (the local pieces are traced on it, with
         a neighbour list to ``cutoff + skin`` so that the cutoff filters are part of the trace).
     check : list of ase.Atoms, optional
-        Structures the scripted module must reproduce (energy and forces within 1e-9 of the
+        Structures the scripted module must reproduce (energy, forces, stress within 1e-9 of the
         eager model, relative), besides ``example``; default: ``example`` repeated twice along
         the first axis and rattled (periodic) or stretched by 3% (cluster).
     skin : float
@@ -394,27 +506,11 @@ def evaluate_scripted(scripted, atoms, skin: float = 1.0, stress: Optional[bool]
     return float(energy.detach()), -grads[0], sigma, q.detach()
 
 
-def same_method_reference(model):
-    """A copy of ``model`` that computes what the export computes at every size: Ewald sums for
-    periodic electrostatics (the eager default switches to PME above ``ewald_max_atoms``) and
-    the dense QEq solve (not the matrix-free one)."""
-    from .electrostatics import Electrostatics
-    from .qeq import ChargeEquilibration
-
-    reference = copy.deepcopy(model)
-    for term in reference.terms().values():
-        if isinstance(term, Electrostatics) and term.method != "direct":
-            term.method = "ewald"
-        if isinstance(term, ChargeEquilibration):
-            term.solver = "dense"
-    return reference
-
-
 def _compare_with_eager(model, scripted, atoms, skin: float) -> None:
     from .system import AtomicSystem
 
     system = AtomicSystem.from_ase(atoms)
-    out = same_method_reference(model)(system, compute_forces=True, compute_stress=bool(atoms.pbc.any()))
+    out = model(system, compute_forces=True, compute_stress=bool(atoms.pbc.any()))
     energy, forces, stress, _ = evaluate_scripted(scripted, atoms, skin)
     scale = max(abs(float(out["energy"][0])), 1e-12)
     f_scale = max(float(out["forces"].abs().max()), 1e-12)
@@ -422,6 +518,11 @@ def _compare_with_eager(model, scripted, atoms, skin: float) -> None:
     if stress is not None:
         s_scale = max(float(out["stress"].abs().max()), 1e-12)
         worst = max(worst, float((stress - out["stress"][0]).abs().max()) / s_scale)
-    if worst > 1e-9:
+    tolerance = 1e-9
+    charges = model.charge_model
+    if charges is not None and charges.solver != "dense":
+        # matrix-free solves (eager: k-space or Jacobi preconditioned, export: Jacobi) agree to their tolerance
+        tolerance = max(tolerance, 1e3 * float(charges.cg_tol))
+    if worst > tolerance:
         raise RuntimeError(f"the scripted model differs from the eager model by {worst:.1e} (relative) on a "
                            f"{len(atoms)}-atom structure: export failed")

@@ -23,7 +23,7 @@ import torch
 
 from .kernels import COULOMB_CONSTANT
 
-__all__ = ["gaussian_kernel", "cutoff_switch", "screening_factor", "ewald_kvectors", "ewald_matrix",
+__all__ = ["gaussian_kernel", "cutoff_switch", "screening_factor", "ewald_kvectors", "real_space_kernel", "ewald_matrix",
            "direct_matrix", "SCRIPTED_SCREENING_CORES"]
 
 #: k_e (eV Å/e^2) to pass to the functions below (TorchScript compiles no Python globals)
@@ -77,6 +77,19 @@ def ewald_kvectors(cell: torch.Tensor, k_max: float) -> torch.Tensor:
     return m[keep] @ recip
 
 
+def real_space_kernel(distances: torch.Tensor, gamma: torch.Tensor, smearing: float, real_space_cutoff: float,
+                      switch_width: float, k_e: float) -> torch.Tensor:
+    """Real-space pair kernel (eV/e^2) of Ewald/PME for Gaussian charges: torch-pme's point-charge
+    ``sr_from_dist`` (``from_dist - lr_from_dist``) minus ``k_e erfc(r/(sqrt2 gamma))/r``, times
+    the smooth switch (``PeriodicCoulomb.real_kernel``)."""
+    point = k_e * (1.0 / distances.clamp(min=1e-15))
+    long_range = k_e * (torch.erf(distances / smearing / 2.0**0.5) / distances.clamp(min=1e-12))
+    kernel = point - long_range - k_e * (torch.erfc(distances / (math.sqrt(2.0) * gamma)) / distances)
+    if switch_width > 0.0:
+        kernel = kernel * cutoff_switch(distances, real_space_cutoff, switch_width)
+    return kernel
+
+
 def ewald_matrix(positions: torch.Tensor, cell: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
                  distances: torch.Tensor, sigma: torch.Tensor, smearing: float, k_max: float,
                  real_space_cutoff: float, switch_width: float, k_e: float) -> torch.Tensor:
@@ -90,12 +103,7 @@ def ewald_matrix(positions: torch.Tensor, cell: torch.Tensor, i: torch.Tensor, j
     """
     n = positions.shape[0]
     gamma = torch.sqrt(sigma.index_select(0, i) ** 2 + sigma.index_select(0, j) ** 2)
-    # torch-pme CoulombPotential.sr_from_dist = from_dist - lr_from_dist
-    point = k_e * (1.0 / distances.clamp(min=1e-15))
-    long_range = k_e * (torch.erf(distances / smearing / 2.0**0.5) / distances.clamp(min=1e-12))
-    kernel = point - long_range - k_e * (torch.erfc(distances / (math.sqrt(2.0) * gamma)) / distances)
-    if switch_width > 0.0:
-        kernel = kernel * cutoff_switch(distances, real_space_cutoff, switch_width)
+    kernel = real_space_kernel(distances, gamma, smearing, real_space_cutoff, switch_width, k_e)
     mat = positions.new_zeros(n, n).index_put((i, j), kernel, accumulate=True)
     volume = torch.linalg.det(cell).abs()
     kvec = ewald_kvectors(cell, k_max)
