@@ -10,11 +10,13 @@ steps each; median wall time and median CPU time (``time.process_time``) per ste
 Structures: the shipped 4G molten-NaCl model (``hybridpot/data/molten_nacl_4G.pt``: QEq,
 charge-aware short range, electrostatics) on a 64-atom melt frame (the melt of
 ``hybridpot/data/molten_nacl.extxyz.gz``), the same frame repeated 2x2x2 (512 atoms: the eager
-model switches its electrostatics to PME above 300 atoms, the export keeps Ewald) and a 36-atom
-cluster; the n2p2 4G examples (``../shared/reference/n2p2``, when present): a 24-atom periodic
+model and the export switch the electrostatics to PME above 300 atoms), repeated 3x3x3 (1728
+atoms: both switch the QEq to the matrix-free CG solver from 1000 atoms; the eager one with its
+k-space preconditioner and warm starts, the export with Jacobi, cold), and the largest NaCl
+cluster of ``nacl_clusters.extxyz.gz``; the n2p2 4G examples (``../shared/reference/n2p2``, when present): a 24-atom periodic
 water box (H2O_RPBE-D3_4G) and the 12-atom Carbon_chain_4G.
 
-Usage: python benchmarks/export_step.py [--steps 20] [--only melt64,...]
+Usage: python benchmarks/export_step.py [--steps 20] [--large-steps 5] [--only melt64,...]
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def structures():
     frames = ase.io.read(ROOT / "hybridpot" / "data" / "molten_nacl.extxyz.gz", ":2")
     clusters = ase.io.read(ROOT / "hybridpot" / "data" / "nacl_clusters.extxyz.gz", ":")
     out = [("melt64", model, frames[0], frames[1]), ("melt512", model, frames[0], frames[1].repeat((2, 2, 2))),
+           ("melt1728", model, frames[0], frames[1].repeat((3, 3, 3))),
            ("cluster", model, frames[0], max(clusters, key=len))]
     if (N2P2 / "H2O_RPBE-D3_4G").is_dir():
         sys.path.insert(0, str(ROOT / "tests"))
@@ -77,6 +80,7 @@ def step(atoms, rng, periodic):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--large-steps", type=int, default=5, help="steps for structures of 1000 atoms or more")
     parser.add_argument("--only", default=None, help="comma-separated labels")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -105,7 +109,8 @@ def main() -> None:
                 a.info["charge"] = float(a.info.get("charge", 0.0))
                 a.calc = calc
                 runs[name] = (a, np.random.default_rng(1), [])
-            for k in range(args.steps + 2):
+            steps = args.large_steps if len(atoms) >= 1000 else args.steps
+            for k in range(steps + 2):
                 for name, (a, rng, times) in runs.items():
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")

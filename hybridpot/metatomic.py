@@ -20,7 +20,7 @@ The exported model
   the matrix-free CG solve);
 * outputs the QEq charges as ``"hybridpot::charges"`` (per atom, e) on request;
 * declares ``interaction_range`` = infinity for models with charge equilibration (the charges
-  are global) and the cutoff otherwise; float64, CPU (and CUDA when available).
+  are global) and the cutoff otherwise; float64, CPU (not tried on a GPU).
 
 ``selected_atoms`` (domain decomposition) is not supported: the charge equilibration needs
 every atom of the system, so an engine must give the model the whole system (one MPI rank).
@@ -196,7 +196,9 @@ def export_metatomic(model, path, example=None, check=None, skin: float = 1.0, n
     }
     if not wants_charge:
         del outputs["hybridpot::charges"]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # CPU only: the traced pieces may hold device constants from tracing, and the export has not
+    # run on a GPU (none lent to this work)
+    devices = ["cpu"]
     capabilities = mta.ModelCapabilities(
         outputs=outputs,
         atomic_types=[int(z) for z in model.elements],

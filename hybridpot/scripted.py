@@ -139,16 +139,16 @@ def check_supported(model) -> None:
                              "cannot script it")
         if isinstance(term, Electrostatics) and not isinstance(model.charge_model, ChargeEquilibration):
             raise ValueError("Electrostatics needs ChargeEquilibration charges in the export")
-        for params in [getattr(term, "params", None)]:
-            if params is not None and getattr(params, "truncation", None) is not None:
-                raise ValueError(f"term {name!r} uses n2p2's ewald_prec truncation (from_n2p2(ewald='n2p2')), which "
-                                 "the export does not script; import with ewald='converged'")
+        params = getattr(term, "params", None)
+        if params is not None and getattr(params, "truncation", None) is not None:
+            raise ValueError(f"term {name!r} uses n2p2's ewald_prec truncation (from_n2p2(ewald='n2p2')), which "
+                             "the export does not script; import with ewald='converged'")
         if isinstance(term, Electrostatics) and term.screening is not None \
                 and term.screening[2] not in SCRIPTED_SCREENING_CORES:
             raise ValueError(f"screening core {term.screening[2]!r} is not scripted; the export supports "
                              f"{sorted(SCRIPTED_SCREENING_CORES)}")
-        if isinstance(term, Dispersion) and term.tail_correction and not term.is_local:
-            raise ValueError("Dispersion must be a local term")
+    if sum(isinstance(t, Dispersion) for t in model.terms().values()) > 1:
+        raise ValueError("the export supports one Dispersion term")
 
 
 class ScriptedHybridPotential(nn.Module):
@@ -175,8 +175,6 @@ class ScriptedHybridPotential(nn.Module):
             if traits.uses_widths:
                 elec = model.terms()[name]
         disp = [t for t in model.terms().values() if type(t).__name__ == "Dispersion"]
-        if len(disp) > 1:
-            raise ValueError("the export supports one Dispersion term")
         self.charge_features = charge_features
         self.short = short
         self.local = local
@@ -213,11 +211,11 @@ class ScriptedHybridPotential(nn.Module):
         # electrostatics: periodic cells by Ewald or PME as the eager term chooses
         elec_p = qeq_p
         screening = (0.0, 1.0, 0)
-        self.elec_mode: int = 0  # 0 Ewald, 1 PME, 2 auto (PME above ewald_max_atoms)
+        self.elec_mode: int = 0  # 0 Ewald, 1 PME, 2 auto (PME above ewald_max_atoms), 3 direct (clusters only)
         self.ewald_max_atoms: int = 0
         if elec is not None:
             elec_p = elec.params
-            self.elec_mode = {"ewald": 0, "pme": 1, "auto": 2, "direct": 0}[elec.method]
+            self.elec_mode = {"ewald": 0, "pme": 1, "auto": 2, "direct": 3}[elec.method]
             self.ewald_max_atoms = int(elec.ewald_max_atoms)
             if elec.screening is not None:
                 screening = (float(elec.screening[0]), float(elec.screening[1]),
@@ -304,6 +302,9 @@ class ScriptedHybridPotential(nn.Module):
         if self.has_electrostatics:
             if not periodic:
                 potential = matrix @ charges
+            elif self.elec_mode == 3:
+                raise ValueError("Electrostatics(method='direct') cannot treat periodic structures; use 'ewald', 'pme' "
+                                 "or 'auto'")
             else:
                 use_pme = self.elec_mode == 1 or (self.elec_mode == 2 and n > self.ewald_max_atoms)
                 if self.share_matrix and not use_pme and not matrix_free:
