@@ -13,8 +13,8 @@ charge-aware short range, electrostatics) on a 64-atom melt frame (the melt of
 model and the export switch the electrostatics to PME above 300 atoms), repeated 3x3x3 (1728
 atoms: both switch the QEq to the matrix-free CG solver from 1000 atoms; the eager one with its
 k-space preconditioner and warm starts, the export with Jacobi, cold), and the largest NaCl
-cluster of ``nacl_clusters.extxyz.gz``; the n2p2 4G examples (``../shared/reference/n2p2``, when present): a 24-atom periodic
-water box (H2O_RPBE-D3_4G) and the 12-atom Carbon_chain_4G.
+cluster of ``nacl_clusters.extxyz.gz``; the n2p2 4G examples (``../shared/reference/n2p2``, when
+present): a 24-atom periodic water box (H2O_RPBE-D3_4G) and the 12-atom Carbon_chain_4G.
 
 Usage: python benchmarks/export_step.py [--steps 20] [--large-steps 5] [--only melt64,...]
 """

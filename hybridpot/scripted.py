@@ -47,7 +47,7 @@ conditions raise.
 import copy
 import math
 import warnings
-from typing import Final, List, Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 from torch import nn

@@ -23,8 +23,8 @@ import torch
 
 from .kernels import COULOMB_CONSTANT
 
-__all__ = ["gaussian_kernel", "cutoff_switch", "screening_factor", "ewald_kvectors", "real_space_kernel", "ewald_matrix",
-           "direct_matrix", "SCRIPTED_SCREENING_CORES"]
+__all__ = ["gaussian_kernel", "cutoff_switch", "screening_factor", "ewald_kvectors", "real_space_kernel",
+           "ewald_matrix", "direct_matrix", "SCRIPTED_SCREENING_CORES"]
 
 #: k_e (eV Å/e^2) to pass to the functions below (TorchScript compiles no Python globals)
 K_E: float = float(COULOMB_CONSTANT)
