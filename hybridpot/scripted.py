@@ -61,7 +61,13 @@ from .electrostatics.scripted import (
     gaussian_kernel,
     screening_factor,
 )
-from .electrostatics.scripted_operator import ScriptedPeriodicCoulomb
+from .electrostatics.preconditioner import (
+    PRECONDITIONER_DENSITY_SPACING,
+    PRECONDITIONER_MAX_FILTER,
+    PRECONDITIONER_NODES,
+    PRECONDITIONER_SPACING,
+)
+from .electrostatics.scripted_operator import ScriptedKSpacePreconditioner, ScriptedPeriodicCoulomb
 from .qeq.scripted import solve_qeq_dense_total
 
 __all__ = ["ScriptedHybridPotential", "script_model", "check_supported", "evaluate_scripted"]
@@ -193,6 +199,7 @@ class ScriptedHybridPotential(nn.Module):
         self.cg_tol: float = 1e-10
         self.cg_maxiter: int = 1000
         qeq_pme = True
+        self.qeq_kspace: bool = False  # the k-space preconditioner (eager "kspace"/"auto" with PME), else Jacobi
         if charges is not None:
             with torch.no_grad():
                 hardness[charges.elements] = charges.hardness.detach().double()
@@ -203,11 +210,14 @@ class ScriptedHybridPotential(nn.Module):
             self.cg_tol = max(float(charges.cg_tol), 50.0 * float(torch.finfo(torch.float64).eps))
             self.cg_maxiter = int(charges.cg_maxiter)
             qeq_pme = charges.periodic_method == "pme"
+            self.qeq_kspace = charges._preconditioner_kind() == "kspace"
         self.register_buffer("hardness", hardness)
         self.register_buffer("sigma", sigma)
         self.qeq_smearing, self.qeq_k_max = float(qeq_p.smearing), float(qeq_p.k_max)
         self.qeq_cutoff, self.qeq_switch = float(qeq_p.real_space_cutoff), float(qeq_p.switch_width)
         self.qeq_operator = _operator(qeq_p, qeq_pme)
+        self.qeq_preconditioner = ScriptedKSpacePreconditioner(
+            PRECONDITIONER_SPACING, PRECONDITIONER_DENSITY_SPACING, PRECONDITIONER_NODES, PRECONDITIONER_MAX_FILTER, K_E)
         # electrostatics: periodic cells by Ewald or PME as the eager term chooses
         elec_p = qeq_p
         screening = (0.0, 1.0, 0)
@@ -271,6 +281,7 @@ class ScriptedHybridPotential(nn.Module):
         matrix_free = periodic and self.has_charges and (
             self.qeq_mode == 1 or (self.qeq_mode == 2 and n >= self.matrix_free_min_atoms))
         adjoint = False
+        kspace = False
         if self.has_charges:
             sigma = self.sigma.to(positions.dtype)[numbers]
             if bool(torch.isnan(sigma).any()):
@@ -279,9 +290,12 @@ class ScriptedHybridPotential(nn.Module):
             if matrix_free:
                 qi, qj, qd = _within(i, j, distances, self.qeq_cutoff)
                 self.qeq_operator.prepare(positions, cell, qi, qj, qd, sigma)
+                kspace = self.qeq_kspace
+                if kspace:
+                    self.qeq_preconditioner.prepare(positions, cell, diag, sigma, self.qeq_operator.mesh_shape)
                 with torch.no_grad():
                     q0 = torch.full_like(chi, float(total_charge.reshape(-1)[0]) / n)
-                    x = self._projected_cg(-chi - self._qeq_matvec(q0, diag), diag)
+                    x = self._solve(-chi - self._qeq_matvec(q0, diag), diag, kspace)
                     charges = (q0 + x).detach()
                 # the energy below sees the charges as a leaf; their response dq/dR enters through the
                 # adjoint term added at the end (first derivatives only, as the eager solver)
@@ -324,26 +338,43 @@ class ScriptedHybridPotential(nn.Module):
         if self.has_tail and periodic:
             energies = energies + self._dispersion_tail(numbers, cell)
         if adjoint:
-            energies = energies + self._adjoint_term(energies, charges, chi, diag)
+            energies = energies + self._adjoint_term(energies, charges, chi, diag, kspace)
         return energies, charges.detach() if adjoint else charges
 
     def _qeq_matvec(self, v: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
         """``A v = C v + diag v`` with the QEq operator prepared for this structure."""
         return self.qeq_operator.matvec(v.unsqueeze(1)).squeeze(1) + diag * v
 
-    def _projected_cg(self, b: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
-        """``x`` with ``sum x = 0`` solving ``P A P x = P b`` (``P`` subtracts the mean), Jacobi
-        preconditioner, stopped at ``|P (b - A x)| <= cg_tol |P b|`` (the eager stopping rule)."""
+    def _solve(self, b: torch.Tensor, diag: torch.Tensor, kspace: bool) -> torch.Tensor:
+        """:meth:`_projected_cg` with the k-space preconditioner, or Jacobi when it is off or turns out
+        not positive definite (only rounding or non-finite input can do that; the eager solver falls
+        back the same way, with a warning)."""
+        if kspace:
+            x, ok = self._projected_cg(b, diag, True)
+            if ok:
+                return x
+        x, ok = self._projected_cg(b, diag, False)
+        if not ok:
+            raise ValueError("QEq CG: the Jacobi preconditioner is not positive definite (non-finite input?)")
+        return x
+
+    def _projected_cg(self, b: torch.Tensor, diag: torch.Tensor, kspace: bool) -> Tuple[torch.Tensor, bool]:
+        """``(x, ok)``: ``x`` with ``sum x = 0`` solving ``P A P x = P b`` (``P`` subtracts the mean),
+        preconditioned by the prepared k-space preconditioner or Jacobi, stopped at
+        ``|P (b - A x)| <= cg_tol |P b|`` (the eager stopping rule); ``ok`` False when the
+        preconditioner was found indefinite (``r.z <= 0``)."""
         r = b - b.mean()
         x = torch.zeros_like(b)
         b_norm = float(torch.linalg.vector_norm(r))
         if b_norm == 0.0:
-            return x
+            return x, True
         inverse = 1.0 / diag
-        z = inverse * r
+        z = self.qeq_preconditioner.apply(r) if kspace else inverse * r
         z = z - z.mean()
         p = z
         rz = torch.dot(r, z)
+        if not float(rz) > 0.0:
+            return x, False
         converged = False
         iteration = 0
         while not converged:
@@ -361,15 +392,17 @@ class ScriptedHybridPotential(nn.Module):
             r = r - alpha * ap
             converged = float(torch.linalg.vector_norm(r)) / b_norm <= self.cg_tol
             if not converged:
-                z = inverse * r
+                z = self.qeq_preconditioner.apply(r) if kspace else inverse * r
                 z = z - z.mean()
                 rz_new = torch.dot(r, z)
+                if not float(rz_new) > 0.0:
+                    return x, False
                 p = z + (rz_new / rz) * p
                 rz = rz_new
-        return x
+        return x, True
 
     def _adjoint_term(self, energies: torch.Tensor, charges: torch.Tensor, chi: torch.Tensor,
-                      diag: torch.Tensor) -> torch.Tensor:
+                      diag: torch.Tensor, kspace: bool) -> torch.Tensor:
         """Zero-valued per-atom term whose gradient is the charges' contribution to the forces.
 
         With ``g = dE/dq`` at the solution and ``lambda`` solving ``P A P lambda = P g`` (``sum
@@ -382,7 +415,7 @@ class ScriptedHybridPotential(nn.Module):
         if gradient is not None:
             g = gradient
         with torch.no_grad():
-            lam = self._projected_cg(g, diag)
+            lam = self._solve(g, diag, kspace)
         q = charges.detach()
         term = -lam * (self._qeq_matvec(q, diag) + chi)
         return term - term.detach()

@@ -18,6 +18,7 @@ No ``from __future__ import annotations`` here: TorchScript reads the annotation
 """
 
 import math
+from typing import List
 
 import torch
 import torchpme
@@ -25,7 +26,7 @@ from torch import nn
 
 from .scripted import ewald_kvectors, real_space_kernel
 
-__all__ = ["ScriptedPeriodicCoulomb", "fft_size"]
+__all__ = ["ScriptedPeriodicCoulomb", "ScriptedKSpacePreconditioner", "fft_size"]
 
 
 def fft_size(n: int) -> int:
@@ -76,6 +77,7 @@ class ScriptedPeriodicCoulomb(nn.Module):
         self._i, self._j = index, index
         self._kernel, self._sigma2, self._g, self._cos, self._sin = empty, empty, empty, empty, empty
         self._volume = torch.ones((), dtype=torch.float64)
+        self.mesh_shape: List[int] = [1, 1, 1]
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """:meth:`matvec` (after :meth:`prepare`)."""
@@ -96,6 +98,7 @@ class ScriptedPeriodicCoulomb(nn.Module):
             lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
             ns = [fft_size(int(math.ceil(2.0 * float(lengths[a]) / self.mesh_spacing + 1.0))) for a in range(3)]
             mesh = torch.tensor(ns, device=cell.device)
+            self.mesh_shape = ns
             self.interpolator.update(cell, mesh)
             self.kspace_filter.update(cell, mesh)
             self.interpolator.compute_weights(positions)
@@ -127,3 +130,86 @@ class ScriptedPeriodicCoulomb(nn.Module):
         s2 = self._sigma2.unsqueeze(1)
         factor = 2.0 * math.pi * self.k_e / self._volume
         return out + factor * (s2 * v.sum(dim=0, keepdim=True) + (s2 * v).sum(dim=0, keepdim=True))
+
+
+class ScriptedKSpacePreconditioner(nn.Module):
+    """The k-space CG preconditioner of the PME operator, scriptable
+    (:func:`hybridpot.electrostatics.preconditioner.kspace_preconditioner`: the same mesh,
+    cubic B-spline (P3M) stencil, density normalisation and filter; symmetric positive definite
+    by construction). :meth:`prepare` once per structure (no gradients), then :meth:`apply`
+    ``r -> M^-1 r`` for ``r [n]``.
+
+    Parameters
+    ----------
+    spacing, density_spacing : float
+        ``PRECONDITIONER_SPACING`` (in rms Gaussian widths) and ``PRECONDITIONER_DENSITY_SPACING``
+        (in mean atomic spacings): the least coarse-mesh spacing.
+    nodes : int
+        ``PRECONDITIONER_NODES`` (B-spline order).
+    max_filter : float
+        ``PRECONDITIONER_MAX_FILTER``.
+    k_e : float
+        Coulomb constant (eV Å/e^2).
+    """
+
+    def __init__(self, spacing: float, density_spacing: float, nodes: int, max_filter: float, k_e: float):
+        super().__init__()
+        self.spacing, self.density_spacing = float(spacing), float(density_spacing)
+        self.nodes, self.max_filter, self.k_e = int(nodes), float(max_filter), float(k_e)
+        self.tiny = float(torch.finfo(torch.float64).tiny)  # (float64: the export's dtype)
+        cell = torch.eye(3, dtype=torch.float64)
+        self.interpolator = torchpme.lib.MeshInterpolator(cell, torch.full((3,), 4, dtype=torch.long), int(nodes),
+                                                          "P3M")
+        empty = torch.zeros(0, dtype=torch.float64)
+        self._scale, self._mesh_scale, self._filter = empty, empty, empty
+        self._shape: List[int] = [1, 1, 1]
+
+    @torch.jit.export
+    def prepare(self, positions: torch.Tensor, cell: torch.Tensor, diag: torch.Tensor, sigma: torch.Tensor,
+                operator_shape: List[int]) -> None:
+        """Build the preconditioner of ``C + diag(diag)`` for one structure (the PME operator's
+        mesh ``operator_shape`` bounds the coarse mesh from below)."""
+        with torch.no_grad():
+            cell = cell.detach()
+            d = diag.detach()
+            sigma2 = float((sigma.detach() ** 2).mean())
+            volume = float(torch.linalg.det(cell).abs())
+            d_h = float(1.0 / (1.0 / d).mean())
+            n = positions.shape[0]
+            norms = torch.linalg.vector_norm(cell, dim=1)
+            lengths = [float(norms[0]), float(norms[1]), float(norms[2])]
+            own = min([lengths[a] / operator_shape[a] for a in range(3)])
+            per_atom = (volume / n) ** (1.0 / 3.0)
+            spacing = max(self.spacing * math.sqrt(sigma2), self.density_spacing * per_atom, own)
+            shape = [fft_size(max(int(math.ceil(lengths[a] / spacing)), self.nodes)) for a in range(3)]
+            ns = torch.tensor(shape, device=cell.device)
+            kvec = torchpme.lib.generate_kvectors_for_mesh(cell, ns)
+            k2 = (kvec**2).sum(dim=-1)
+            safe = torch.where(k2 == 0, torch.ones_like(k2), k2)
+            lam = (n / volume) * 4.0 * math.pi * self.k_e * torch.exp(-k2 * sigma2) / (safe * d_h)
+            fx = torch.sinc(torch.fft.fftfreq(shape[0], device=cell.device)).to(k2.dtype) ** (2 * self.nodes)
+            fy = torch.sinc(torch.fft.fftfreq(shape[1], device=cell.device)).to(k2.dtype) ** (2 * self.nodes)
+            fz = torch.sinc(torch.fft.rfftfreq(shape[2], device=cell.device)).to(k2.dtype) ** (2 * self.nodes)
+            transfer = fx[:, None, None] * fy[None, :, None] * fz[None, None, :]
+            g = torch.where(k2 == 0, torch.zeros_like(k2), lam / (1.0 + lam) / transfer)
+            self._filter = g.clamp(max=self.max_filter)
+            self.interpolator.update(cell, ns)
+            self.interpolator.compute_weights(positions.detach())
+            density = self.interpolator.points_to_mesh((1.0 / d).unsqueeze(1))
+            self._mesh_scale = torch.where(density > 0, torch.rsqrt(density.clamp(min=self.tiny)),
+                                           torch.zeros_like(density))
+            self._scale = 1.0 / torch.sqrt(d)
+            self._shape = shape
+
+    @torch.jit.export
+    def apply(self, r: torch.Tensor) -> torch.Tensor:
+        """``M^-1 r`` (no gradients) for ``r [n]``."""
+        v = self._scale * r
+        mesh = self.interpolator.points_to_mesh((self._scale * v).unsqueeze(1)) * self._mesh_scale
+        spectrum = torch.fft.rfftn(mesh, dim=[1, 2, 3]) * self._filter
+        smooth = torch.fft.irfftn(spectrum, s=self._shape, dim=[1, 2, 3]) * self._mesh_scale
+        return self._scale * (v - self._scale * self.interpolator.mesh_to_points(smooth).squeeze(1))
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply`."""
+        return self.apply(r)
