@@ -34,8 +34,9 @@ compile): first derivatives only, as the eager solver.
 
 Agreement with the eager model (tests/test_metatomic.py): to rounding for the dense solve
 and Ewald/PME/direct sums (~1e-15 relative); to the CG tolerance for the matrix-free solve
-(the eager CG uses a k-space preconditioner and warm starts, the export Jacobi and cold starts;
-3e-11 relative in the forces at ``cg_tol`` 1e-10).
+(both use the k-space preconditioner with PME, Jacobi with Ewald; the eager CG adds a
+coarse-operator stage and warm starts, the export starts cold: 3e-11 relative in the forces at
+``cg_tol`` 1e-10).
 
 Unsupported (refused at export, with the reason): fragment charge constraints, FixedCharges,
 non-local terms other than Electrostatics, n2p2's ``ewald_prec`` truncation, screening cores
