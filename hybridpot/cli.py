@@ -7,6 +7,7 @@ Usage::
     hybridpot evaluate model.pt data.xyz [--format F] [--units U] [--keys energy=E,forces=F] [--output DIR]
     hybridpot convert n2p2_directory model.pt [--units ase|file] [--file-units bohr_hartree|angstrom_ev]
     hybridpot ipi model.pt structure.xyz --address NAME [--inet] [--port P] [--charge Q]   (i-PI client)
+    hybridpot export model.pt exported.pt [--example structure.xyz]   (metatomic AtomisticModel)
 
 Adding a subcommand (e.g. ``convert`` or ``demo``) takes one small function pair and one
 ``register`` call in this module (or any module imported here)::
@@ -294,6 +295,38 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 register("convert", "convert an n2p2 potential directory into a hybridpot model file", _configure_convert, _run_convert)
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="hybridpot model file (hybridpot.save)")
+    parser.add_argument("output", help="metatomic model file to write (e.g. exported.pt)")
+    parser.add_argument("--example", default=None,
+                        help="structure file (any ase.io format) with every element of the model to trace the local "
+                             "pieces on (default: a generated periodic structure)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .metatomic import HAVE_METATOMIC, METATOMIC_MISSING, export_metatomic
+    from .model import load
+
+    if not HAVE_METATOMIC:
+        raise ValueError(METATOMIC_MISSING)
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"{args.model}: no such model file")
+    example = None
+    if args.example is not None:
+        import ase.io
+
+        example = ase.io.read(args.example)
+    model = load(args.model)
+    path = export_metatomic(model, args.output, example=example)
+    print(f"exported {args.model} ({', '.join(model.term_names)}) -> {path} as a metatomic AtomisticModel "
+          f"(checked against the eager model; load with metatomic_ase.MetatomicCalculator({str(path)!r}))")
+    return 0
+
+
+register("export", "export a model whole (QEq, electrostatics, ...) as a metatomic AtomisticModel for MD engines",
+         _configure_export, _run_export)
 
 from .ipi import _configure as _configure_ipi, _run as _run_ipi  # noqa: E402
 

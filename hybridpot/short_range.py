@@ -68,13 +68,19 @@ class ShortRange(nn.Module):
 
     def forward(self, system: AtomicSystem, graph: Graph, charges: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Atomic energies ``[N]`` (eV)."""
-        features = self.descriptor(system.numbers, graph)
+        return self.energies_from_features(self.descriptor(system.numbers, graph), system.numbers, charges)
+
+    def energies_from_features(self, features: torch.Tensor, numbers: torch.Tensor,
+                               charges: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Atomic energies ``[N]`` (eV) from the descriptor's features ``[N, F]`` (and the charges
+        ``[N]`` e of a 4G model): the networks' part of :meth:`forward` (the whole-model export
+        computes the features once for this term and the charge model)."""
         if self.use_charges:
             if charges is None:
                 raise ValueError("this ShortRange uses charges as input, but no charges were given")
             n_feat = torch.as_tensor(self.descriptor.n_features, device=features.device)
-            column = n_feat[self.descriptor.slots(system.numbers)].unsqueeze(1)
+            column = n_feat[self.descriptor.slots(numbers)].unsqueeze(1)
             features = torch.cat([features, features.new_zeros(features.shape[0], 1)], dim=1)
             features = features.scatter(1, column, charges.to(features.dtype).unsqueeze(1))
-        energies = self.nets(features, system.numbers).squeeze(1)
-        return energies + self.atomic_energy_offset.to(energies.dtype)[system.numbers]
+        energies = self.nets(features, numbers).squeeze(1)
+        return energies + self.atomic_energy_offset.to(energies.dtype)[numbers]
