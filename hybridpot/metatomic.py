@@ -13,7 +13,8 @@ The exported model
   is fine, longer pairs are dropped inside);
 * reads the **total charge** (e) of each system from metatomic's standard per-system input
   ``"charge"`` (metatomic-ase fills it from ``atoms.info["charge"]``, default 0, as
-  :class:`~hybridpot.HybridCalculator`); models without charge equilibration request nothing;
+  :class:`~hybridpot.HybridCalculator`; a system without it, e.g. from i-PI's metatomic driver,
+  is neutral); models without charge equilibration request nothing;
 * outputs ``"energy"`` (eV; per system, or per atom when the engine asks for
   ``sample_kind="atom"``); forces and stress are the engine's autograd of it (metatomic's
   convention), including the charges' response ``dq/dR`` (dense QEq solve, or the adjoint of
@@ -98,7 +99,9 @@ if HAVE_METATOMIC:
                 j = samples[:, 1].to(torch.long)
                 shifts = samples[:, 2:5].to(torch.long)
                 total = torch.zeros(1, dtype=system.positions.dtype, device=system.positions.device)
-                if self.wants_charge:
+                # engines that do not send the total charge (i-PI's metatomic driver): neutral, as
+                # HybridCalculator without atoms.info["charge"]
+                if self.wants_charge and "charge" in system.known_data():
                     total = system.get_data("charge").block().values.reshape(1).to(system.positions.dtype)
                 e, q = self.core(system.positions, system.types.to(torch.long), system.cell, system.pbc, i, j,
                                  shifts, total)

@@ -22,8 +22,11 @@ STEPS = 10
 BAR_PER_EV_A3 = 1.0 / units.bar  # LAMMPS metal pressure unit: bar
 
 
-def lammps_run(tmp_path, atoms: Atoms, boundary: str):
+def lammps_run(tmp_path, atoms: Atoms, boundary: str, calculator=None):
+    """``run 0`` then ``run STEPS`` of NVE from zero velocities with the shipped model (or ``calculator``)."""
     from hybridpot.lammps import attach, start_lammps
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
 
     try:
         lmp = start_lammps()
@@ -43,7 +46,7 @@ def lammps_run(tmp_path, atoms: Atoms, boundary: str):
         fix_modify hybridpot energy yes virial yes
         thermo_style custom step pe press
     """)
-    bridge = attach(lmp, molten_nacl_model_path(), atoms)
+    bridge = attach(lmp, molten_nacl_model_path() if calculator is None else calculator, atoms)
     lmp.command("run 0")
     start = (lmp.get_thermo("pe"), lmp.get_thermo("press"))
     lmp.command(f"run {STEPS}")
