@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from hybridpot.data import load_nacl_clusters, nacl_clusters_path
+from hybridpot.reference_data.nacl_clusters import MAX_CLOSE_CONTACT_FORCE
 from hybridpot.reference import dimer_scan, multiplicity, random_cluster, require_tblite
 
 HAS_TBLITE = importlib.util.find_spec("tblite") is not None
@@ -68,10 +69,16 @@ def test_shipped_dataset_covers_sizes_charges_and_the_dimer_scan(dataset):
     assert 2.0 < r_sorted[np.argmin(e)] < 3.0 and e[-1] - e.min() > 1.0
     sources = Counter(str(a.info["source"]).split("_")[0] for a in dataset)
     assert {"dimer", "random", "relaxed", "rattle", "md", "compressed"} <= set(sources)
-    # close contacts are present (a trained model must see the repulsive wall)
-    for sym in ("Na2", "Cl2"):
-        like = [a for a in dataset if a.info["source"] == f"dimer_scan_{sym}"]
-        assert len(like) >= 10 and min(a.get_distance(0, 1) for a in like) == pytest.approx(1.8)
+    # close contacts are present (a trained model must see the repulsive wall): the like-ion scans
+    # reach below the Na2 (3.1 Å) and Cl2 (2.0 Å) bond lengths, where the force turns repulsive
+    for sym, bond in (("Na2", 3.08), ("Cl2", 1.99)):
+        like = sorted((a for a in dataset if a.info["source"] == f"dimer_scan_{sym}"), key=lambda a: a.get_distance(0, 1))
+        assert len(like) >= 10 and like[0].get_distance(0, 1) < bond - 0.15
+        assert like[0].get_forces()[1, 0] > 0.5  # the atom at +x is pushed outwards
+    # ... but none with the forces of tens of eV/Å that no MD reaches (the generator's cap)
+    close = [a for a in dataset if a.info["source"] == "compressed" or a.info["source"].startswith("dimer_scan_")]
+    assert len(close) >= 50
+    assert max(np.abs(a.get_forces()).max() for a in close) <= MAX_CLOSE_CONTACT_FORCE
 
 
 def test_hybridpot_io_reads_the_shipped_file(dataset):
