@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from hybridpot.data import load_nacl_clusters, nacl_clusters_path
+from hybridpot.reference_data.nacl_clusters import MAX_CLOSE_CONTACT_FORCE
 from hybridpot.reference import dimer_scan, multiplicity, random_cluster, require_tblite
 
 HAS_TBLITE = importlib.util.find_spec("tblite") is not None
@@ -68,10 +69,23 @@ def test_shipped_dataset_covers_sizes_charges_and_the_dimer_scan(dataset):
     assert 2.0 < r_sorted[np.argmin(e)] < 3.0 and e[-1] - e.min() > 1.0
     sources = Counter(str(a.info["source"]).split("_")[0] for a in dataset)
     assert {"dimer", "random", "relaxed", "rattle", "md", "compressed"} <= set(sources)
-    # close contacts are present (a trained model must see the repulsive wall)
-    for sym in ("Na2", "Cl2"):
-        like = [a for a in dataset if a.info["source"] == f"dimer_scan_{sym}"]
-        assert len(like) >= 10 and min(a.get_distance(0, 1) for a in like) == pytest.approx(1.8)
+    # close contacts (a trained model must see the repulsive wall): compressed clusters with like ions
+    # closer than in any relaxed cluster and unlike ions closer than any MD frame gets...
+    def closest(atoms, like):
+        d = atoms.get_all_distances() + np.eye(len(atoms)) * 100
+        same = atoms.numbers[:, None] == atoms.numbers[None, :]
+        return d[same == like].min()
+
+    def frames(prefix):
+        return [a for a in dataset if str(a.info["source"]).startswith(prefix)]
+
+    compressed = frames("compressed")
+    assert len(compressed) >= 50
+    assert min(closest(a, True) for a in compressed) < min(closest(a, True) for a in frames("relaxed")) - 0.3
+    assert min(closest(a, False) for a in compressed) < min(closest(a, False) for a in frames("md")) - 0.1
+    # ... but none with the forces of tens of eV/Å that no MD reaches (the generator's cap)
+    assert max(np.abs(a.get_forces()).max() for a in compressed) <= MAX_CLOSE_CONTACT_FORCE
+    assert max(np.abs(a.get_forces()).max() for a in frames("md")) < 5.0
 
 
 def test_hybridpot_io_reads_the_shipped_file(dataset):
