@@ -129,6 +129,7 @@ def test_lammps_runs_an_exported_n2p2_4g_potential(tmp_path):
     atoms = frames[-1].copy()
     atoms.calc = None
     atoms.pbc = False
+    atoms.center(vacuum=10.0)  # (LAMMPS needs a box; shrink-wrapped boundaries)
     atoms.info = {"charge": float(atoms.info.get("charge", 0.0))}
     path = export_metatomic(model, tmp_path / "carbon.pt", example=frames[0])
     eager, _, _ = lammps_run(tmp_path / "eager", atoms, "s s s", calculator=hp.HybridCalculator(model),
