@@ -138,3 +138,19 @@ def test_lammps_runs_an_exported_n2p2_4g_potential(tmp_path):
                                     calculator=metatomic_ase.MetatomicCalculator(str(path)), specorder=("H", "C"))
     assert float(np.ptp(eager.energies)) > 1e-4
     np.testing.assert_allclose(exported_run.energies, eager.energies, rtol=1e-10, atol=0.0)
+
+
+@pytest.mark.skipif(shutil.which("i-pi") is None, reason="i-PI is not installed (pip install ipi)")
+@pytest.mark.parametrize("make", ["charged_melt", "cluster"])
+def test_ipi_socket_client_runs_the_exported_model(exported, tmp_path, make):
+    """i-PI with hybridpot's socket client around metatomic-ase's calculator of the exported file, on a
+    charged cell (the charge reaches the model through atoms.info) and a cluster: the same trajectory
+    as ASE's VelocityVerlet with the eager model."""
+    from test_ipi import STEPS as IPI_STEPS, run_ase, run_ipi
+
+    atoms = globals()[make]()
+    table = run_ipi(tmp_path, atoms, calculator=metatomic_ase.MetatomicCalculator(str(exported)))
+    reference = run_ase(atoms)[0]
+    assert len(table) == IPI_STEPS + 1
+    ratio = table[:, 2] / reference  # (i-PI's eV/Hartree: a constant ~1e-7; see test_ipi)
+    assert abs(float(ratio[0]) - 1.0) < 2e-7 and float(np.ptp(ratio)) < 5e-9, ratio

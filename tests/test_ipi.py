@@ -45,8 +45,9 @@ INPUT = """<simulation verbosity="low">
 """
 
 
-def run_ipi(tmp_path: Path, atoms: Atoms) -> np.ndarray:
-    """i-PI NVE of ``atoms`` with the shipped model; rows (step, conserved eV, potential eV)."""
+def run_ipi(tmp_path: Path, atoms: Atoms, calculator=None) -> np.ndarray:
+    """i-PI NVE of ``atoms`` with the shipped model (or an ASE ``calculator``); rows (step, conserved eV,
+    potential eV)."""
     from hybridpot.ipi import run_client
 
     address = f"hp_test_{uuid.uuid4().hex[:8]}"
@@ -68,7 +69,7 @@ def run_ipi(tmp_path: Path, atoms: Atoms) -> np.ndarray:
         client_atoms = atoms.copy()
         if not atoms.pbc.any():
             client_atoms.cell = box.cell  # i-PI sends its box: kept, but pbc stays False
-        run_client(hp.load(molten_nacl_model_path()), client_atoms, address)
+        run_client(hp.load(molten_nacl_model_path()) if calculator is None else calculator, client_atoms, address)
         server.wait(timeout=60)
     finally:
         if server.poll() is None:
