@@ -76,26 +76,33 @@ def run_lammps(atoms, steps):
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def run_ipi(atoms, steps):
+def _start_ipi(folder: str, atoms, steps: int):
+    """Write an NVE input for ``atoms`` into ``folder``, start an i-PI server there and wait for its
+    UNIX socket; returns (server process, socket address)."""
     from ase.io import write
 
-    import hybridpot as hp
-    from hybridpot.data import molten_nacl_model_path
-    from hybridpot.ipi import run_client
-
     address = f"hp_bench_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        write(Path(tmp) / "init.xyz", atoms, format="extxyz")
-        (Path(tmp) / "input.xml").write_text(f"""<simulation verbosity="low"><total_steps>{steps}</total_steps>
+    write(Path(folder) / "init.xyz", atoms, format="extxyz")
+    (Path(folder) / "input.xml").write_text(f"""<simulation verbosity="low"><total_steps>{steps}</total_steps>
 <output prefix="b"><properties stride="{steps}" filename="out">[step]</properties></output>
 <ffsocket name="hp" mode="unix"><address>{address}</address></ffsocket>
 <system><initialize nbeads="1"><file mode="ase">init.xyz</file></initialize>
 <forces><force forcefield="hp"/></forces><motion mode="dynamics"><dynamics mode="nve">
 <timestep units="femtosecond">1.0</timestep></dynamics></motion></system></simulation>""")
-        server = subprocess.Popen([shutil.which("i-pi"), "input.xml"], cwd=tmp, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        while not Path(f"/tmp/ipi_{address}").exists():
-            time.sleep(0.1)
+    server = subprocess.Popen([shutil.which("i-pi"), "input.xml"], cwd=folder, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    while not Path(f"/tmp/ipi_{address}").exists():
+        time.sleep(0.1)
+    return server, address
+
+
+def run_ipi(atoms, steps):
+    import hybridpot as hp
+    from hybridpot.data import molten_nacl_model_path
+    from hybridpot.ipi import run_client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server, address = _start_ipi(tmp, atoms, steps)
         model = hp.load(molten_nacl_model_path())
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c0, w0 = time.process_time(), time.perf_counter()
@@ -124,22 +131,9 @@ def exported_model() -> str:
 
 def run_ipi_metatomic(atoms, steps):
     """i-PI with its own metatomic driver running the exported model (both processes' CPU)."""
-    from ase.io import write
-
     model = exported_model()
-    address = f"hp_bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        write(Path(tmp) / "init.xyz", atoms, format="extxyz")
-        (Path(tmp) / "input.xml").write_text(f"""<simulation verbosity="low"><total_steps>{steps}</total_steps>
-<output prefix="b"><properties stride="{steps}" filename="out">[step]</properties></output>
-<ffsocket name="hp" mode="unix"><address>{address}</address></ffsocket>
-<system><initialize nbeads="1"><file mode="ase">init.xyz</file></initialize>
-<forces><force forcefield="hp"/></forces><motion mode="dynamics"><dynamics mode="nve">
-<timestep units="femtosecond">1.0</timestep></dynamics></motion></system></simulation>""")
-        server = subprocess.Popen([shutil.which("i-pi"), "input.xml"], cwd=tmp, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        while not Path(f"/tmp/ipi_{address}").exists():
-            time.sleep(0.1)
+        server, address = _start_ipi(tmp, atoms, steps)
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w0 = time.perf_counter()
         subprocess.run([shutil.which("i-pi-py_driver"), "-u", "-a", address, "-m", "metatomic", "-o",

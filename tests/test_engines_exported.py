@@ -89,15 +89,9 @@ def charged_melt():
 
 
 def cluster():
-    from ase import Atoms
+    from test_lammps import cluster as lammps_cluster
 
-    rng = np.random.default_rng(3)
-    cube = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) * 2.8
-    numbers = [11 if (i + j + k) % 2 == 0 else 17 for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-    atoms = Atoms(numbers=numbers, positions=cube + 10.0 + rng.normal(scale=0.08, size=(8, 3)), cell=[25, 25, 25],
-                  pbc=False)
-    atoms.info = {"charge": 0.0}
-    return atoms
+    return lammps_cluster(seed=3)
 
 
 @pytest.mark.parametrize("make,boundary", [(melt_box, "p p p"), (charged_melt, "p p p"), (cluster, "s s s")],

@@ -92,13 +92,19 @@ def test_lammps_fix_external_periodic_melt(tmp_path):
     assert press0 == pytest.approx(virial_pressure, rel=1e-6)
 
 
-def test_lammps_fix_external_cluster(tmp_path):
-    rng = np.random.default_rng(2)
+def cluster(seed: int = 2) -> Atoms:
+    """A rattled Na4Cl4 cube in a 25 Å box (LAMMPS needs one), not periodic."""
+    rng = np.random.default_rng(seed)
     cube = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) * 2.8
     numbers = [11 if (i + j + k) % 2 == 0 else 17 for i in (0, 1) for j in (0, 1) for k in (0, 1)]
     atoms = Atoms(numbers=numbers, positions=cube + 10.0 + rng.normal(scale=0.08, size=(8, 3)), cell=[25, 25, 25],
                   pbc=False)
     atoms.info = {"charge": 0.0}
+    return atoms
+
+
+def test_lammps_fix_external_cluster(tmp_path):
+    atoms = cluster()
     bridge, (pe0, _), _ = lammps_run(tmp_path, atoms, "s s s")
     reference, _ = ase_energies(atoms)
     energies = np.asarray(bridge.energies)
