@@ -19,6 +19,7 @@ import pytest
 from ase.io import write
 
 import hybridpot as hp
+from engine_systems import melt_box, nacl_cube_cluster
 from hybridpot.data import molten_nacl_model_path
 
 pytest.importorskip("metatomic.torch", reason="metatomic-torch is not installed (pip install -e '.[metatomic]')")
@@ -34,12 +35,6 @@ def exported(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("export") / "nacl_exported.pt"
     export_metatomic(hp.load(molten_nacl_model_path()), path)
     return path
-
-
-def melt_box():
-    from test_lammps import melt_box as box
-
-    return box()
 
 
 @pytest.mark.skipif(shutil.which("i-pi") is None or shutil.which("i-pi-py_driver") is None,
@@ -83,15 +78,11 @@ def test_ipi_metatomic_driver_runs_the_exported_model(exported, tmp_path):
 
 
 def charged_melt():
-    atoms = melt_box()
-    atoms.info = {"charge": 1.0}  # (a Python float: metatomic-ase 0.1.4 recomputes on numpy scalars)
-    return atoms
+    return melt_box(charge=1.0)
 
 
 def cluster():
-    from test_lammps import cluster as lammps_cluster
-
-    return lammps_cluster(seed=3)
+    return nacl_cube_cluster(seed=3, offset=10.0, box=25.0)
 
 
 @pytest.mark.parametrize("make,boundary", [(melt_box, "p p p"), (charged_melt, "p p p"), (cluster, "s s s")],

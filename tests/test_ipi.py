@@ -9,7 +9,6 @@ and its conserved energy must stay as constant as ASE's total energy.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -19,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms, units
-from ase.io import read, write
+from ase.io import write
 
 import hybridpot as hp
-from hybridpot.data import molten_nacl_model_md_path, molten_nacl_model_path
+from engine_systems import melt_box, nacl_cube_cluster
+from hybridpot.data import molten_nacl_model_path
 
 pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi)")
 I_PI = shutil.which("i-pi")
@@ -93,20 +93,8 @@ def run_ase(atoms: Atoms) -> tuple:
     return np.asarray(potential), np.asarray(total)
 
 
-def melt_box() -> Atoms:
-    atoms = read(molten_nacl_model_md_path(), index=0)
-    atoms.calc = None
-    atoms.info = {"charge": 0.0}
-    return atoms
-
-
 def cluster() -> Atoms:
-    rng = np.random.default_rng(0)
-    cube = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) * 2.8
-    numbers = [11 if (i + j + k) % 2 == 0 else 17 for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-    atoms = Atoms(numbers=numbers, positions=cube + 18.0 + rng.normal(scale=0.08, size=(8, 3)), pbc=False)
-    atoms.info = {"charge": 0.0}
-    return atoms
+    return nacl_cube_cluster(seed=0, offset=18.0, box=None)
 
 
 @pytest.mark.parametrize("make", [melt_box, cluster], ids=["periodic_melt", "cluster"])

