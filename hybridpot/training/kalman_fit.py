@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..neighbors import build_graph
 from .dataset import AtomsDataset, collate
 from .kalman import KalmanFilter
-from .kalman_inputs import FROZEN_INPUTS_LIMIT, FrozenInputs, short_range_term_name
+from .kalman_inputs import FROZEN_INPUTS_LIMIT, FrozenChargeInputs, FrozenInputs, frozen_charge_model, short_range_term_name
 
 __all__ = ["KalmanSettings", "KalmanEpochs"]
 
@@ -162,6 +162,7 @@ class KalmanEpochs:
             total = sum(FrozenInputs.nbytes(s.n_atoms, n_inputs, itemsize) for s in train.samples if s.forces is not None)
             if total > FROZEN_INPUTS_LIMIT:
                 self.frozen_term = None
+        self.frozen_charges = frozen_charge_model(model, self.params, train) if stage == "charges" else None
         if self.updates_per_epoch == 0:
             raise ValueError(f"Kalman {stage} stage has no updates: check the reference data and the fractions")
         self.filter = KalmanFilter(
@@ -226,10 +227,19 @@ class KalmanEpochs:
 
     def charge_observation(self, index: int):
         """Charge update: n2p2's norm of the charge errors (target 0) and its gradient, or every charge."""
-        batch = self._batch(index)
-        graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
-        charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
-        diff = charges - batch.charges.to(charges.dtype)
+        if self.frozen_charges is not None:
+            if index not in self._frozen:
+                batch = self._batch(index)
+                self._frozen[index] = (FrozenChargeInputs(self.frozen_charges, batch, self.model.cutoff),
+                                       batch.charges)
+            frozen, reference = self._frozen[index]
+            charges = frozen.charges(self.frozen_charges)
+        else:
+            batch = self._batch(index)
+            graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
+            charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
+            reference = batch.charges
+        diff = charges - reference.to(charges.dtype)
         if self.settings.charge_observations == "atoms":
             columns = [self._gradient(charges[k], retain_graph=k + 1 < charges.shape[0])
                        for k in range(charges.shape[0])]

@@ -1,4 +1,4 @@
-"""Kalman observations of the short-range networks from frozen inputs (the energy stage).
+"""Kalman observations from frozen inputs: the short-range networks (energy stage) and QEq (charge stage).
 
 In the energy stage of Kalman training only the short-range networks learn; the structures, the
 descriptors, the 4G charges (the charge model is frozen after its stage) and every other term
@@ -7,8 +7,8 @@ computed once:
 
 * ``x`` ``[N, F']``: the networks' inputs (scaled symmetry functions, and the charge for 4G);
 * ``D`` ``[3N, N, F']``: ``dx / dr_k`` for every force component ``k = 3 atom + xyz``, through the
-  descriptors *and* the charges (``dq / dr``), obtained once by forward-mode products (two reverse
-  passes per component);
+  descriptors *and* the charges (``dq / dr``), obtained once by forward-mode products (a reverse pass
+  of the linear map ``u -> (dx/dr)^T u``, batched over the components);
 * ``E_other`` and ``F_other``: the energy and forces of all other terms.
 
 Then ``E = sum_i NN(x_i) + E_offsets + E_other`` and ``F_k = -sum_i dNN/dx (x_i) . D_ik + F_other,k``:
@@ -16,12 +16,18 @@ an update costs one pass of the small networks and its (double) backward instead
 call with QEq and electrostatics. The observations equal :class:`~hybridpot.training.kalman_fit.KalmanEpochs`'
 full-model ones to rounding (tested).
 
+The charge stage (4G) is treated in the same way: only the electronegativity networks and the hardness
+learn, so each structure's charge-descriptor features, Coulomb matrix (Gaussian widths fixed) and
+constraints are stored once (:class:`FrozenChargeInputs`), and an update costs the networks and a dense
+``n x n`` solve.
+
 Measured on n2p2's Carbon_chain_4G set (12-atom structures, 1472 weights, one thread; see
 validation/README.md): energy observation 6.7 -> 0.6 ms, force observation 9.8 -> 1.4 ms.
 """
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence
 
 import torch
@@ -31,7 +37,7 @@ from ..neighbors import build_graph
 from ..system import AtomicSystem
 from ..terms import call_charge_model, call_energy_term, term_traits
 
-__all__ = ["FrozenInputs", "short_range_term_name", "FROZEN_INPUTS_LIMIT"]
+__all__ = ["FrozenInputs", "FrozenChargeInputs", "short_range_term_name", "frozen_charge_model", "FROZEN_INPUTS_LIMIT"]
 
 #: largest total size (bytes) of the stored input derivatives ``D`` over the training set; above it the
 #: Kalman energy stage uses full-model observations (``D`` grows as ``3 N^2 F'`` per structure)
@@ -51,6 +57,33 @@ def short_range_term_name(model: nn.Module, parameters: Sequence[nn.Parameter]) 
             nets = {id(p) for p in term.nets.parameters()}
             return name if trained and trained <= nets else None
     return None
+
+
+def _forward_mode_rows(g: Optional[torch.Tensor], u: torch.Tensor, n3: int) -> torch.Tensor:
+    """``D [3N, *u.shape]``: ``d g_k / d u`` for every component ``k`` of ``g(u) = (dx/dr)^T u``.
+
+    All components in one batched reverse pass (``is_grads_batched``, vmap over the backward); a loop of
+    reverse passes where an operation of the graph has no batching rule.
+    """
+    if g is None or not g.requires_grad:  # the inputs do not depend on the positions
+        return torch.zeros((n3,) + tuple(u.shape), dtype=u.dtype, device=u.device)
+    try:
+        eye = torch.eye(n3, dtype=g.dtype, device=g.device).reshape((n3,) + tuple(g.shape))
+        (d,) = torch.autograd.grad(g, u, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
+                                   allow_unused=True)
+        if d is not None:
+            return d.detach()
+    except RuntimeError:  # no batching rule for an operation (e.g. a custom Function's backward)
+        pass
+    rows: List[torch.Tensor] = []
+    for k in range(n3):
+        component = g.reshape(-1)[k]
+        if not component.requires_grad:
+            rows.append(torch.zeros_like(u))
+            continue
+        (d,) = torch.autograd.grad(component, u, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(u) if d is None else d.detach())
+    return torch.stack(rows)
 
 
 class FrozenInputs:
@@ -115,15 +148,7 @@ class FrozenInputs:
                 # d g_k / d u = dx / dr_k (one reverse pass of g per component)
                 u = torch.zeros_like(inputs, requires_grad=True)
                 (g,) = torch.autograd.grad(inputs, positions, grad_outputs=u, create_graph=True, allow_unused=True)
-                rows: List[torch.Tensor] = []
-                for k in range(n3):
-                    component = g.reshape(-1)[k] if g is not None else None
-                    if component is None or not component.requires_grad:
-                        rows.append(torch.zeros_like(inputs))
-                        continue
-                    (d,) = torch.autograd.grad(component, u, retain_graph=k + 1 < n3, allow_unused=True)
-                    rows.append(torch.zeros_like(inputs) if d is None else d.detach())
-                self.derivatives = torch.stack(rows)
+                self.derivatives = _forward_mode_rows(g, u, n3)
 
     @staticmethod
     def nbytes(n_atoms: int, n_inputs: int, itemsize: int) -> int:
@@ -142,3 +167,65 @@ class FrozenInputs:
         (slope,) = torch.autograd.grad(energies.sum(), x, create_graph=True)  # dNN/dx [N, F']
         d = self.derivatives[components]  # [m, N, F']
         return -(d * slope.unsqueeze(0)).sum(dim=(1, 2)) + self.forces_other[components]
+
+
+def frozen_charge_model(model: nn.Module, parameters: Sequence[nn.Parameter], train) -> Optional[nn.Module]:
+    """The model's :class:`~hybridpot.ChargeEquilibration` if a charge stage training ``parameters`` can use
+    :class:`FrozenChargeInputs`: only its networks and hardness learn (fixed widths) and every structure
+    takes the dense solve. Else None."""
+    from ..qeq import ChargeEquilibration
+
+    term = model.charge_model
+    if not isinstance(term, ChargeEquilibration):
+        return None
+    allowed = {id(p) for p in term.nets.parameters()} | {id(term.sqrt_hardness)}
+    trained = {id(p) for p in parameters}
+    if not trained or not trained <= allowed:
+        return None
+    for sample in train.samples:
+        system = sample.system
+        if any(term.uses_matrix_free(system, s) for s in range(system.n_systems)):
+            return None
+    return term
+
+
+class FrozenChargeInputs:
+    """One structure's frozen QEq inputs for the charge stage: ``q = QEq(chi(G), J)`` with ``G``, the
+    Coulomb matrix, the self terms and the constraints stored.
+
+    Parameters
+    ----------
+    term : ChargeEquilibration
+        The charge model (:func:`frozen_charge_model`).
+    batch : Batch
+        One structure, in the training dtype and device.
+    cutoff : float
+        The model's neighbour cutoff (Å), for the graph.
+    """
+
+    def __init__(self, term: nn.Module, batch, cutoff: float):
+        from ..electrostatics import COULOMB_CONSTANT
+        from ..qeq.constraints import _local_groups, constraint_groups
+
+        system = batch.system
+        with torch.no_grad():
+            graph = build_graph(system, batch.neighbors, cutoff=cutoff)
+            self.numbers = system.numbers
+            self.index = term.element_index[system.numbers]
+            self.features = term.descriptor(system.numbers, graph.within(term.descriptor.cutoff)).detach()
+            sigma = term.sigma.to(self.features.dtype)[self.index]
+            self.self_term = COULOMB_CONSTANT / (sigma * math.sqrt(math.pi))
+            groups, totals = constraint_groups(system)
+            self.groups, self.totals = _local_groups(groups, totals)
+            c, self.linear, self.constant = term.dense_coulomb(system, graph, sigma, 0, self.totals)
+            self.coulomb = c.detach()
+
+    def charges(self, term: nn.Module) -> torch.Tensor:
+        """``q`` ``[N]`` (e), differentiable with respect to the networks' weights and the hardness."""
+        from ..qeq.solvers import solve_qeq_dense
+
+        chi = term.nets(self.features, self.numbers).squeeze(1)
+        diag = term.hardness.to(chi.dtype)[self.index] + self.self_term
+        rhs = chi if self.linear is None else chi + self.linear.detach()
+        q, _ = solve_qeq_dense(self.coulomb + torch.diag(diag), rhs, self.groups, self.totals)
+        return q
