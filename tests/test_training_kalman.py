@@ -158,9 +158,12 @@ def test_kalman_training_fits_a_tiny_dataset_better_than_its_start():
     assert trainer.history[-1]["lr"] > trainer.history[0]["lr"]  # eta grows as in n2p2 (etatau, etamax)
 
 
-def test_kalman_4g_two_stages_and_bit_exact_resume(tmp_path):
+@pytest.mark.parametrize("selection", ["random", "threshold"])
+def test_kalman_4g_two_stages_and_bit_exact_resume(tmp_path, selection):
     make_model, train, val = _na_cl_4g_setup()
-    cfg = kalman_config(charge_epochs=3, epochs=2)
+    kalman = {} if selection == "random" else dict(selection="threshold", energy_threshold=0.8, force_threshold=1.0,
+                                                     charge_threshold=0.5, threshold_trials=3)
+    cfg = kalman_config(charge_epochs=3, epochs=2, kalman=kalman)
     reference = Trainer(make_model(0), train, val, cfg, directory=tmp_path / "full", progress=False)
     final_ref = reference.fit()
     h1 = [h for h in reference.history if h["stage"] == "charges"]
@@ -226,3 +229,55 @@ def test_cached_descriptors_give_the_same_energies_forces_and_training_gradients
         assert all(torch.equal(x, y) for x, y in zip(a[2], c[2]))
     ds.cache_descriptors(False)
     assert all(s.neighbors.descriptor_store is None for s in ds.samples)
+
+
+def _threshold_epochs(**settings):
+    from hybridpot.training.kalman_fit import KalmanEpochs, KalmanSettings
+
+    ds = AtomsDataset.from_atoms(lj_clusters(6), CUTOFF)
+    model = small_model()
+    params = [p for p in model.parameters()]
+    return KalmanEpochs(model, params, ds, "energy", KalmanSettings(**settings), torch.zeros(119, dtype=torch.float64),
+                        torch.float64, torch.Generator().manual_seed(0)), model, ds
+
+
+def test_threshold_selection_takes_the_first_candidate_above_threshold_else_the_largest(monkeypatch):
+    epochs, _, _ = _threshold_epochs(selection="threshold", energy_threshold=0.8, force_threshold=1.0,
+                                     threshold_trials=3)
+    plan = epochs._plan()
+    selects = [u for u in plan if u[0] == "select"]
+    assert len(selects) == len(plan) and all(len(u[1]) == 3 for u in selects)  # both thresholds positive
+    errors = {}
+    monkeypatch.setattr(epochs, "_candidate_error", lambda update: errors[id(update)])
+    a, b, c = ("energy", 0), ("energy", 1), ("energy", 2)
+    rmse = {"energy": 1.0}
+    errors.update({id(a): 0.5, id(b): 0.9, id(c): 2.0})
+    assert epochs._select([a, b, c], rmse) is b  # the first above 0.8 x RMSE
+    errors.update({id(a): 0.5, id(b): 0.7, id(c): 0.1})
+    assert epochs._select([a, b, c], rmse) is b  # none above: the largest
+    random_plan = _threshold_epochs(force_threshold=1.0, threshold_trials=3)[0]._plan()
+    assert not any(u[0] == "select" for u in random_plan)  # selection "random" ignores the thresholds
+
+
+def test_training_rmse_and_candidate_errors_against_the_model():
+    """The selection's RMSEs and errors equal those computed from plain model calls (per-atom energies,
+    force components)."""
+    epochs, model, ds = _threshold_epochs(selection="threshold", force_threshold=1.0, threshold_trials=2)
+    e_sq, f_sq, n_f = [], [], 0
+    for sample in ds.samples:
+        from hybridpot.training.dataset import collate
+
+        b = collate([sample])
+        pred = model(b.system, neighbors=b.neighbors)
+        e_sq.append(float((pred["energy"][0] - b.energy[0]) / b.n_atoms[0]) ** 2)
+        f_sq.append(float(((pred["forces"] - b.forces) ** 2).sum()))
+        n_f += pred["forces"].numel()
+    expected = {"energy": math.sqrt(sum(e_sq) / len(e_sq)), "forces": math.sqrt(sum(f_sq) / n_f)}
+    for frozen in (True, False):
+        if not frozen:
+            epochs.frozen_term = None
+        got = epochs.training_rmse()
+        assert got.keys() == expected.keys()
+        for k in expected:
+            assert got[k] == pytest.approx(expected[k], rel=1e-10)
+        assert epochs._candidate_error(("energy", 0)) == pytest.approx(math.sqrt(e_sq[0]), rel=1e-10)

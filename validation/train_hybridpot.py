@@ -24,7 +24,11 @@ from ase.units import Bohr, Hartree
 KALMAN_KEYWORDS = {"kalman_epsilon": "epsilon", "kalman_q0": "q0", "kalman_qtau": "q_tau", "kalman_qmin": "q_min",
                    "kalman_eta": "eta", "kalman_etatau": "eta_tau", "kalman_etamax": "eta_max",
                    "short_force_fraction": "force_fraction", "short_energy_fraction": "energy_fraction",
-                   "force_weight": "force_weight", "charge_fraction": "charge_fraction"}
+                   "force_weight": "force_weight", "charge_fraction": "charge_fraction",
+                   "short_energy_error_threshold": "energy_threshold", "short_force_error_threshold": "force_threshold",
+                   "charge_error_threshold": "charge_threshold"}
+#: n2p2 selection_mode -> KalmanSettings.selection (1, "sort", is not implemented: refused)
+SELECTION_MODES = {"0": "random", "2": "threshold"}
 #: per-set overrides of the training options (kalman settings, dtype); the epochs are n2p2's (same budget)
 OPTIONS: dict = {}
 DROP_KEYWORDS = ("mean_energy", "conv_energy", "conv_length")  # n2p2's internal normalisation: not needed here
@@ -106,6 +110,13 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
 
     kw = keyword_values((source / "input.nn").read_text())
     kalman = {field: float(kw[key][0]) for key, field in KALMAN_KEYWORDS.items() if key in kw}
+    selection_mode = kw.get("selection_mode", ["0"])[0]
+    if selection_mode not in SELECTION_MODES:
+        raise ValueError(f"n2p2 selection_mode {selection_mode} (sort) is not implemented; use 0 (random) or 2 "
+                         "(threshold)")
+    kalman["selection"] = SELECTION_MODES[selection_mode]
+    if "rmse_threshold_trials" in kw:
+        kalman["threshold_trials"] = int(kw["rmse_threshold_trials"][0])
     # the filter's errors in n2p2's units: the file's, and n2p2's normalised units where input.nn has
     # conv_energy / conv_length (E_n = E conv_energy, F_n = F conv_energy / conv_length)
     energy_unit, length_unit = (Hartree, Bohr) if file_units == "bohr_hartree" else (1.0, 1.0)

@@ -16,6 +16,11 @@ Per epoch there are ``round(energy_fraction * n_structures)`` energy updates and
 ``round(force_fraction * n_force_components)`` force updates, in a random order
 (n2p2 ``short_energy_fraction``, ``short_force_fraction``; candidates drawn without
 replacement within an epoch), or ``round(charge_fraction * n_structures)`` charge updates.
+
+Update selection (n2p2 ``selection_mode``): "random" uses each drawn candidate; "threshold"
+(n2p2's SM_THRESHOLD) draws up to ``threshold_trials`` candidates per update and uses the first whose
+error exceeds ``<kind>_threshold`` times the training RMSE of the last epoch (energy per atom, force
+component, charge-error norm / sqrt(N)), or the largest of them when none does.
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ class KalmanSettings:
         "atoms" (one observation per atomic charge: more information per update).
     per_atom_energy : bool
         Energy observations per atom (default) or of the whole structure (as n2p2).
+    selection : str
+        "random" or "threshold" (``selection_mode`` 0 or 2; see the module docstring).
+    energy_threshold, force_threshold, charge_threshold : float
+        Threshold selection: a candidate is used when its error exceeds this fraction of the
+        training RMSE (``short_energy_error_threshold``, ``short_force_error_threshold``,
+        ``charge_error_threshold``); 0 uses every first candidate.
+    threshold_trials : int
+        Candidates tried per update (``rmse_threshold_trials``).
     energy_unit, length_unit : float
         Units (in eV and Å) in which errors and Jacobians are expressed: the filter is not
         unit-free (``1/eta`` is a noise variance in these units, ``force_weight`` weighs
@@ -90,6 +103,11 @@ class KalmanSettings:
     per_atom_energy: bool = True
     energy_unit: float = 1.0
     length_unit: float = 1.0
+    selection: str = "random"
+    energy_threshold: float = 0.0
+    force_threshold: float = 0.0
+    charge_threshold: float = 0.0
+    threshold_trials: int = 1
 
     def __post_init__(self):
         if self.kind not in ("standard", "fading_memory"):
@@ -100,6 +118,14 @@ class KalmanSettings:
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"kalman {name} must be positive, got {getattr(self, name)}")
         for name in ("energy_fraction", "force_fraction", "charge_fraction", "q0", "q_min"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"kalman {name} must be >= 0, got {getattr(self, name)}")
+        if self.selection not in ("random", "threshold"):
+            raise ValueError(f"kalman selection must be 'random' or 'threshold' (n2p2 selection_mode 0 or 2), "
+                             f"got {self.selection!r}")
+        if int(self.threshold_trials) < 1:
+            raise ValueError(f"kalman threshold_trials must be >= 1, got {self.threshold_trials}")
+        for name in ("energy_threshold", "force_threshold", "charge_threshold"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"kalman {name} must be >= 0, got {getattr(self, name)}")
         if int(self.forces_per_update) < 1:
@@ -185,6 +211,13 @@ class KalmanEpochs:
             self._frozen[index] = (frozen, float(batch.energy[0]), float(batch.n_atoms[0]), forces)
         return self._frozen[index]
 
+    def _frozen_charge_inputs(self, index: int) -> tuple:
+        """``(FrozenChargeInputs, reference charges [N])`` of a structure."""
+        if index not in self._frozen:
+            batch = self._batch(index)
+            self._frozen[index] = (FrozenChargeInputs(self.frozen_charges, batch, self.model.cutoff), batch.charges)
+        return self._frozen[index]
+
     def _gradient(self, value: torch.Tensor, retain_graph: bool) -> torch.Tensor:
         grads = torch.autograd.grad(value, self.params, retain_graph=retain_graph, allow_unused=True)
         return self.filter.flat_gradients(grads)
@@ -228,11 +261,7 @@ class KalmanEpochs:
     def charge_observation(self, index: int):
         """Charge update: n2p2's norm of the charge errors (target 0) and its gradient, or every charge."""
         if self.frozen_charges is not None:
-            if index not in self._frozen:
-                batch = self._batch(index)
-                self._frozen[index] = (FrozenChargeInputs(self.frozen_charges, batch, self.model.cutoff),
-                                       batch.charges)
-            frozen, reference = self._frozen[index]
+            frozen, reference = self._frozen_charge_inputs(index)
             charges = frozen.charges(self.frozen_charges)
         else:
             batch = self._batch(index)
@@ -274,20 +303,124 @@ class KalmanEpochs:
                 m = min(self.settings.forces_per_update, n_comp)
                 plan.append(("forces", index, torch.randperm(n_comp, generator=g)[:m]))
         order = torch.randperm(len(plan), generator=g).tolist()
-        return [plan[k] for k in order]
+        plan = [plan[k] for k in order]
+        if self.settings.selection == "threshold" and self.settings.threshold_trials > 1:
+            # each update with a positive threshold gets its further candidates (drawn after the
+            # plan, so that "random" plans stay what they were)
+            plan = [("select", [update] + [self._draw(update[0]) for _ in range(self.settings.threshold_trials - 1)])
+                    if self._threshold(update[0]) > 0 else update for update in plan]
+        return plan
 
-    def run_epoch(self, progress: bool = False, description: str = "") -> Dict[str, float]:
-        """Perform one epoch of updates; returns counts and the RMS of the update errors."""
+    def _threshold(self, kind: str) -> float:
+        s = self.settings
+        return {"energy": s.energy_threshold, "forces": s.force_threshold, "charges": s.charge_threshold}[kind]
+
+    def _draw(self, kind: str) -> tuple:
+        """One more random candidate of ``kind`` (threshold selection)."""
+        g = self.generator
+        if kind != "forces":
+            return (kind, int(torch.randint(len(self.train), (1,), generator=g)))
+        with_forces = [k for k, s in enumerate(self.train.samples) if s.forces is not None]
+        sizes = torch.tensor([3 * self.train.samples[k].n_atoms for k in with_forces], dtype=torch.float64)
+        index = with_forces[int(torch.multinomial(sizes, 1, generator=g))]
+        n_comp = 3 * self.train.samples[index].n_atoms
+        return ("forces", index, torch.randperm(n_comp, generator=g)[:min(self.settings.forces_per_update, n_comp)])
+
+    # ----------------------------------------------------------------------------- threshold selection
+    def _predictions(self, kind: str, index: int):
+        """``(prediction, reference)`` float64 of structure ``index`` without a graph: the energy per atom
+        (eV/atom, scalars), all force components ``[3N]`` (eV/Å) or the charges ``[N]`` (e)."""
+        if kind == "charges":
+            with torch.no_grad():
+                if self.frozen_charges is not None:
+                    frozen, reference = self._frozen_charge_inputs(index)
+                    q = frozen.charges(self.frozen_charges)
+                else:
+                    batch = self._batch(index)
+                    graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
+                    q, _ = self.model.charges(batch.system, graph)
+                    reference = batch.charges
+            return q.to(torch.float64), reference.to(torch.float64)
+        if self.frozen_term is not None:
+            frozen, energy_ref, n_atoms, forces_ref = self._frozen_inputs(index)
+            short = self.model.terms()[self.frozen_term]
+            if kind == "energy":
+                with torch.no_grad():
+                    return float(frozen.energy(short)) / n_atoms, energy_ref / n_atoms
+            components = torch.arange(forces_ref.shape[0])
+            return frozen.forces(short, components, create_graph=False).detach().to(torch.float64), forces_ref
+        batch = self._batch(index)
+        pred = self.model(batch.system, compute_forces=kind == "forces", compute_stress=False,
+                          neighbors=batch.neighbors)
+        if kind == "energy":
+            n = float(batch.n_atoms[0])
+            return float(pred["energy"][0]) / n, float(batch.energy[0]) / n
+        return pred["forces"].reshape(-1).to(torch.float64), batch.forces.reshape(-1).to(torch.float64)
+
+    def _candidate_error(self, update: tuple) -> float:
+        """A candidate's error: |energy error| per atom, the RMS of its force components' errors, or
+        the norm of its charge errors / sqrt(N) (n2p2's measures)."""
+        kind, index = update[0], update[1]
+        pred, ref = self._predictions(kind, index)
+        if kind == "energy":
+            return abs(ref - pred)
+        if kind == "forces":
+            diff = (pred - ref)[update[2]]
+            return float(torch.sqrt((diff * diff).mean()))
+        return float(torch.linalg.norm(pred - ref)) / math.sqrt(pred.shape[0])
+
+    def training_rmse(self) -> Dict[str, float]:
+        """Training-set RMSEs of this stage's quantities, for threshold selection: ``energy`` (eV/atom),
+        ``forces`` (eV/Å), ``charges`` (e)."""
+        kinds = ["charges"] if self.stage == "charges" else (["energy"] if self.n_energy else []) + (
+            ["forces"] if self.n_force else [])
+        out = {}
+        for kind in kinds:
+            squares, count = 0.0, 0
+            for index, sample in enumerate(self.train.samples):
+                if kind == "forces" and sample.forces is None:
+                    continue
+                pred, ref = self._predictions(kind, index)
+                if kind == "energy":
+                    squares, count = squares + (pred - ref) ** 2, count + 1
+                else:
+                    squares, count = squares + float(((pred - ref) ** 2).sum()), count + pred.shape[0]
+            out[kind] = math.sqrt(squares / max(count, 1))
+        return out
+
+    def _select(self, candidates: List[tuple], rmse: Dict[str, float]) -> tuple:
+        """n2p2's threshold selection: the first candidate above threshold x RMSE, else the largest."""
+        best, best_fraction = candidates[0], -1.0
+        for update in candidates:
+            scale = rmse.get(update[0], 0.0)
+            fraction = self._candidate_error(update) / scale if scale > 0 else math.inf
+            if fraction > self._threshold(update[0]):
+                return update
+            if fraction > best_fraction:
+                best, best_fraction = update, fraction
+        return best
+
+    def run_epoch(self, progress: bool = False, description: str = "",
+                  training_rmse: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """Perform one epoch of updates; returns counts and the RMS of the update errors.
+
+        ``training_rmse``: the last epoch's training RMSEs (keys ``energy`` eV/atom, ``forces`` eV/Å,
+        ``charges`` e) for threshold selection; computed here when needed and not given.
+        """
         squares: Dict[str, List[float]] = {"energy": [], "forces": [], "charges": []}
         plan = self._plan()
+        if any(update[0] == "select" for update in plan) and training_rmse is None:
+            training_rmse = self.training_rmse()
         with self.filter.one_blas_thread():
-            self._run_updates(plan, squares, progress, description)
+            self._run_updates(plan, squares, progress, description, training_rmse)
         # update errors in the filter's units (energy_unit per atom or structure, energy_unit/length_unit)
         return {f"kalman_{k}_update_rmse": math.sqrt(sum(v) / len(v)) for k, v in squares.items() if v}
 
     def _run_updates(self, plan: List[tuple], squares: Dict[str, List[float]], progress: bool,
-                     description: str) -> None:
+                     description: str, training_rmse: Optional[Dict[str, float]]) -> None:
         for update in tqdm(plan, desc=description, disable=not progress, leave=False, unit="update"):
+            if update[0] == "select":
+                update = self._select(update[1], training_rmse)
             kind, index = update[0], update[1]
             if kind == "energy":
                 obs = self.energy_observation(index)

@@ -159,12 +159,13 @@ class FrozenInputs:
         """The model's energy (eV, scalar), differentiable with respect to the networks' weights."""
         return short.nets(self.inputs, self.numbers).sum() + self.energy_other
 
-    def forces(self, short: nn.Module, components: torch.Tensor) -> torch.Tensor:
+    def forces(self, short: nn.Module, components: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Force components ``components`` (flat ``3 atom + xyz``), eV/Å, differentiable with respect
-        to the weights (``create_graph``)."""
-        x = self.inputs.detach().requires_grad_(True)
-        energies = short.nets(x, self.numbers)
-        (slope,) = torch.autograd.grad(energies.sum(), x, create_graph=True)  # dNN/dx [N, F']
+        to the weights when ``create_graph``."""
+        with torch.enable_grad():
+            x = self.inputs.detach().requires_grad_(True)
+            energies = short.nets(x, self.numbers)
+            (slope,) = torch.autograd.grad(energies.sum(), x, create_graph=create_graph)  # dNN/dx [N, F']
         d = self.derivatives[components]  # [m, N, F']
         return -(d * slope.unsqueeze(0)).sum(dim=(1, 2)) + self.forces_other[components]
 

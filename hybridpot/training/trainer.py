@@ -301,6 +301,15 @@ class Trainer:
             neighbors=batch.neighbors,
         )
 
+    def _last_training_rmse(self, stage: str) -> Optional[Dict[str, float]]:
+        """The last epoch's training RMSEs of ``stage`` (for the Kalman filter's threshold selection), or None."""
+        for record in reversed(self.history):
+            if record["stage"] == stage:
+                keys = {"energy": "train_energy_rmse", "forces": "train_forces_rmse", "charges": "train_charges_rmse"}
+                return {k: float(record[v]) for k, v in keys.items() if v in record}
+            break
+        return None
+
     def _validate(self, stage: str, dataset: AtomsDataset) -> Dict[str, float]:
         self.model.eval()
         acc = MetricAccumulator()
@@ -512,7 +521,8 @@ class Trainer:
             self.model.train()
             acc = MetricAccumulator()
             if kalman is not None:
-                kalman.run_epoch(progress=self.progress, description=f"{stage} epoch {epoch + 1}")
+                kalman.run_epoch(progress=self.progress, description=f"{stage} epoch {epoch + 1}",
+                                 training_rmse=self._last_training_rmse(stage))
             inner = tqdm(self._batches(self.train, shuffle=True) if kalman is None else iter(()),
                          total=self.train.n_batches(cfg.batch_size), desc=f"{stage} epoch {epoch + 1}",
                          disable=not self.progress or self.rank != 0, leave=False, unit="batch")
