@@ -172,3 +172,29 @@ def test_loop_fallback_where_the_backward_cannot_be_batched(monkeypatch):
     monkeypatch.setattr(torch.autograd, "grad", unbatchable)
     looped = FrozenInputs(model, "short_range", batch, need_forces=True).derivatives
     torch.testing.assert_close(looped, batched, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("four_g", [True, False])
+def test_epoch_metrics_from_frozen_inputs_equal_the_model_evaluation(four_g):
+    """The training metrics of each Kalman epoch (from the frozen inputs) equal a model evaluation of the
+    training set (Trainer._validate), key for key."""
+    from hybridpot.training import Trainer, TrainingConfig
+
+    if four_g:
+        model, (_, train, _) = _fixed_width_na_cl_model(), _na_cl_4g_setup()
+    else:
+        model, train = small_model(), AtomsDataset.from_atoms(lj_clusters(4), CUTOFF)
+    checked = []
+
+    def compare(trainer, stage, epoch, record):
+        expected = trainer._validate(stage, trainer.train)
+        got = {k[len("train_"):]: v for k, v in record.items() if k.startswith("train_") and k != "train_loss"}
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-14), key
+        checked.append(stage)
+
+    config = TrainingConfig(optimizer="kalman", kalman=dict(force_fraction=0.2), dtype="float64",
+                            early_stopping_patience=0, charge_epochs=2 if four_g else 0, epochs=2)
+    Trainer(model, train, None, config, progress=False, callback=compare).fit()
+    assert checked == (["charges"] * 2 if four_g else []) + ["energy"] * 2

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..neighbors import build_graph
 from .dataset import AtomsDataset, collate
+from .losses import MetricAccumulator, dipole_of
 from .kalman import KalmanFilter
 from .kalman_inputs import FROZEN_INPUTS_LIMIT, FrozenChargeInputs, FrozenInputs, frozen_charge_model, short_range_term_name
 
@@ -387,6 +388,44 @@ class KalmanEpochs:
                     squares, count = squares + float(((pred - ref) ** 2).sum()), count + pred.shape[0]
             out[kind] = math.sqrt(squares / max(count, 1))
         return out
+
+    def training_metrics(self) -> Optional[Dict[str, float]]:
+        """The training set's metrics (those of ``Trainer._validate``) from the frozen inputs, in one pass
+        of the networks; None where the stage has no frozen inputs or the data has stresses."""
+        frozen_stage = self.frozen_term if self.stage == "energy" else self.frozen_charges
+        if frozen_stage is None or any(s.stress is not None for s in self.train.samples):
+            return None
+        if not hasattr(self, "_all"):
+            self._all = collate(self.train.samples).with_energy_offsets(self.offsets).to(device=self.device,
+                                                                                            dtype=self.dtype)
+        batch = self._all
+        system = batch.system
+        with torch.no_grad():
+            if self.stage == "charges":
+                q = torch.cat([self._frozen_charge_inputs(k)[0].charges(self.frozen_charges)
+                               for k in range(len(self.train))])
+                pred = {"charges": q}
+            else:
+                short = self.model.terms()[self.frozen_term]
+                energies, forces, charges = [], [], []
+                for k, sample in enumerate(self.train.samples):
+                    frozen, _, _, reference = self._frozen_inputs(k)
+                    energies.append(frozen.energy(short))
+                    if reference is not None:
+                        components = torch.arange(reference.shape[0])
+                        forces.append(frozen.forces(short, components, create_graph=False).reshape(-1, 3))
+                    else:
+                        forces.append(torch.zeros(sample.n_atoms, 3, dtype=self.dtype, device=self.device))
+                    if frozen.charges is not None:
+                        charges.append(frozen.charges)
+                pred = {"energy": torch.stack(energies).to(self.dtype), "forces": torch.cat(forces).detach()}
+                if charges:
+                    pred["charges"] = torch.cat(charges)
+            if "charges" in pred:
+                pred["dipole"] = dipole_of(pred["charges"], system.positions, system.batch, system.n_systems)
+        accumulator = MetricAccumulator()
+        accumulator.update(pred, batch)
+        return accumulator.compute()
 
     def _select(self, candidates: List[tuple], rmse: Dict[str, float]) -> tuple:
         """n2p2's threshold selection: the first candidate above threshold x RMSE, else the largest."""

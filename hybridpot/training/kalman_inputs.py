@@ -108,6 +108,8 @@ class FrozenInputs:
         ``D`` ``[3N, N, F']`` (1/Å).
     energy_other : float
         Energy of all terms but the networks, plus the per-atom offsets of the short range (eV).
+    charges : torch.Tensor or None
+        The (frozen) charges ``[N]`` (e) of a 4G model.
     forces_other : torch.Tensor or None
         Their forces, flattened ``[3N]`` (eV/Å).
     """
@@ -136,6 +138,7 @@ class FrozenInputs:
             offsets = short.atomic_energy_offset.to(system.dtype)[system.numbers].sum()
             self.energy_other = float((energy_other + offsets).detach())
             self.inputs = inputs.detach()
+            self.charges = None if charges is None else charges.detach()
             self.derivatives = self.forces_other = None
             if need_forces:
                 n3 = positions.numel()

@@ -548,7 +548,9 @@ class Trainer:
             if self.ddp:
                 acc = merge_metrics(acc)
             # Kalman updates are single-structure: the epoch's training metrics come from one pass after it
-            train_metrics = acc.compute() if kalman is None else self._validate(stage, self.train)
+            train_metrics = acc.compute() if kalman is None else kalman.training_metrics()
+            if train_metrics is None:
+                train_metrics = self._validate(stage, self.train)
             train_loss = _loss_from_metrics(train_metrics, weights)
             val_metrics = self._validate(stage, self.validation) if self.validation is not None else {}
             val_loss = _loss_from_metrics(val_metrics, weights) if self.validation is not None else train_loss
