@@ -248,7 +248,9 @@ def test_threshold_selection_takes_the_first_candidate_above_threshold_else_the_
     selects = [u for u in plan if u[0] == "select"]
     assert len(selects) == len(plan) and all(len(u[1]) == 3 for u in selects)  # both thresholds positive
     errors = {}
-    monkeypatch.setattr(epochs, "_candidate_error", lambda update: errors[id(update)])
+    forces = [u[1] for u in selects if u[1][0][0] == "forces"]
+    assert forces and all(len({c[1] for c in u}) == 1 for u in forces)  # force candidates: one structure
+    monkeypatch.setattr(epochs, "_candidate_error", lambda update, memo=None: errors[id(update)])
     a, b, c = ("energy", 0), ("energy", 1), ("energy", 2)
     rmse = {"energy": 1.0}
     errors.update({id(a): 0.5, id(b): 0.9, id(c): 2.0})

@@ -20,7 +20,9 @@ replacement within an epoch), or ``round(charge_fraction * n_structures)`` charg
 Update selection (n2p2 ``selection_mode``): "random" uses each drawn candidate; "threshold"
 (n2p2's SM_THRESHOLD) draws up to ``threshold_trials`` candidates per update and uses the first whose
 error exceeds ``<kind>_threshold`` times the training RMSE of the last epoch (energy per atom, force
-component, charge-error norm / sqrt(N)), or the largest of them when none does.
+component, charge-error norm / sqrt(N)), or the largest of them when none does. Force candidates of
+one update are components of one structure (n2p2's sub-candidates), so one evaluation of its forces
+rates them all.
 """
 
 from __future__ import annotations
@@ -308,7 +310,7 @@ class KalmanEpochs:
         if self.settings.selection == "threshold" and self.settings.threshold_trials > 1:
             # each update with a positive threshold gets its further candidates (drawn after the
             # plan, so that "random" plans stay what they were)
-            plan = [("select", [update] + [self._draw(update[0]) for _ in range(self.settings.threshold_trials - 1)])
+            plan = [("select", [update] + [self._draw(update) for _ in range(self.settings.threshold_trials - 1)])
                     if self._threshold(update[0]) > 0 else update for update in plan]
         return plan
 
@@ -316,14 +318,13 @@ class KalmanEpochs:
         s = self.settings
         return {"energy": s.energy_threshold, "forces": s.force_threshold, "charges": s.charge_threshold}[kind]
 
-    def _draw(self, kind: str) -> tuple:
-        """One more random candidate of ``kind`` (threshold selection)."""
+    def _draw(self, update: tuple) -> tuple:
+        """One more candidate for ``update`` (threshold selection): another random structure, or, for
+        forces, other components of the same structure (n2p2's sub-candidates)."""
         g = self.generator
-        if kind != "forces":
-            return (kind, int(torch.randint(len(self.train), (1,), generator=g)))
-        with_forces = [k for k, s in enumerate(self.train.samples) if s.forces is not None]
-        sizes = torch.tensor([3 * self.train.samples[k].n_atoms for k in with_forces], dtype=torch.float64)
-        index = with_forces[int(torch.multinomial(sizes, 1, generator=g))]
+        if update[0] != "forces":
+            return (update[0], int(torch.randint(len(self.train), (1,), generator=g)))
+        index = update[1]
         n_comp = 3 * self.train.samples[index].n_atoms
         return ("forces", index, torch.randperm(n_comp, generator=g)[:min(self.settings.forces_per_update, n_comp)])
 
@@ -358,11 +359,15 @@ class KalmanEpochs:
             return float(pred["energy"][0]) / n, float(batch.energy[0]) / n
         return pred["forces"].reshape(-1).to(torch.float64), batch.forces.reshape(-1).to(torch.float64)
 
-    def _candidate_error(self, update: tuple) -> float:
+    def _candidate_error(self, update: tuple, memo: Optional[dict] = None) -> float:
         """A candidate's error: |energy error| per atom, the RMS of its force components' errors, or
-        the norm of its charge errors / sqrt(N) (n2p2's measures)."""
+        the norm of its charge errors / sqrt(N) (n2p2's measures). ``memo`` keeps a structure's
+        predictions between candidates of one selection (force candidates share their structure)."""
         kind, index = update[0], update[1]
-        pred, ref = self._predictions(kind, index)
+        memo = {} if memo is None else memo
+        if (kind, index) not in memo:
+            memo[kind, index] = self._predictions(kind, index)
+        pred, ref = memo[kind, index]
         if kind == "energy":
             return abs(ref - pred)
         if kind == "forces":
@@ -429,10 +434,10 @@ class KalmanEpochs:
 
     def _select(self, candidates: List[tuple], rmse: Dict[str, float]) -> tuple:
         """n2p2's threshold selection: the first candidate above threshold x RMSE, else the largest."""
-        best, best_fraction = candidates[0], -1.0
+        best, best_fraction, memo = candidates[0], -1.0, {}
         for update in candidates:
             scale = rmse.get(update[0], 0.0)
-            fraction = self._candidate_error(update) / scale if scale > 0 else math.inf
+            fraction = self._candidate_error(update, memo) / scale if scale > 0 else math.inf
             if fraction > self._threshold(update[0]):
                 return update
             if fraction > best_fraction:
