@@ -283,3 +283,21 @@ def test_training_rmse_and_candidate_errors_against_the_model():
         for k in expected:
             assert got[k] == pytest.approx(expected[k], rel=1e-10)
         assert epochs._candidate_error(("energy", 0)) == pytest.approx(math.sqrt(e_sq[0]), rel=1e-10)
+
+
+def test_cpu_state_loads_into_a_dense_filter_and_back():
+    """A checkpoint of the CPU filter (upper-triangle storage) continues on a dense (GPU-path) filter with the
+    same full P, and a dense filter's state loads into a CPU one."""
+    net = tiny_network(5)
+    cpu = KalmanFilter(net.parameters(), eta=0.01)
+    y, H = predictions_and_jacobian(net, torch.randn(2, 3, dtype=torch.float64))
+    cpu.step(-y, H)
+    state = cpu.state_dict()
+    assert "P_upper" in state
+    dense = KalmanFilter(net.parameters(), eta=0.01)
+    dense._dense, dense._upper = dense.P.clone(), None
+    dense.load_state_dict(state)
+    assert torch.equal(dense.P, cpu.P)
+    again = KalmanFilter(net.parameters(), eta=0.01)
+    again.load_state_dict(dense.state_dict())
+    assert torch.equal(again.P, cpu.P)

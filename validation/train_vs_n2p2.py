@@ -121,7 +121,9 @@ def train_n2p2(name: str, train_blocks, workdir: Path, n2p2: Path, epochs: int, 
     zs = sorted(atomic_numbers[e] for e in elements)
     bin_dir = n2p2 / "bin"
     log = directory / "n2p2.log"
-    mpirun = ["mpirun", "--allow-run-as-root", "-np", "1"]
+    # n2p2 is built against OpenMPI (build.sh): its mpirun, not another one earlier on PATH (the mpich
+    # wheel of the engines extra installs an mpirun that refuses --allow-run-as-root)
+    mpirun = [shutil.which("mpirun.openmpi") or "mpirun", "--allow-run-as-root", "-np", "1"]
     cpu0, wall0 = cpu_of_children(), time.perf_counter()
     if generation == 4:
         # this n2p2 version wants hardness files even for nnp-scaling (README of the build)

@@ -252,17 +252,25 @@ class KalmanFilter:
 
     # ----------------------------------------------------------------------------- resume
     def state_dict(self) -> Dict[str, object]:
-        """Everything needed to continue bit for bit (tensors and plain numbers only)."""
-        return {"P": self.P.clone(), "q": self.q, "eta": self.eta, "lam": self.lam, "n_updates": self.n_updates,
-                "kind": self.kind}
+        """Everything needed to continue bit for bit (tensors and plain numbers only).
+
+        On the CPU ``P_upper`` holds the storage, of which only the upper triangle is meaningful: one
+        copy (mirroring the full ``P`` cost 46 ms per checkpoint at n = 1472, 7 s over a 160-epoch run)."""
+        common = {"q": self.q, "eta": self.eta, "lam": self.lam, "n_updates": self.n_updates, "kind": self.kind}
+        if self._upper is not None:
+            return {"P_upper": torch.from_numpy(self._upper.copy(order="F")), **common}
+        return {"P": self._dense.clone(), **common}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
-        P = state["P"]
+        P = state["P_upper"] if "P_upper" in state else state["P"]
         if not isinstance(P, torch.Tensor) or P.shape != (self.n, self.n):
             raise ValueError(f"Kalman filter state has P of shape {getattr(P, 'shape', None)}, expected "
                              f"[{self.n}, {self.n}] (a different network?)")
         if state.get("kind", self.kind) != self.kind:
             raise ValueError(f"Kalman filter state is of kind {state['kind']!r}, this filter is {self.kind!r}")
+        if "P_upper" in state:  # the upper triangle of P, as stored by a CPU filter
+            upper = torch.triu(P.detach().to(device="cpu", dtype=torch.float64))
+            P = upper + torch.triu(upper, 1).T
         self.P = P  # the setter copies (and keeps the CPU storage Fortran-ordered)
         self.q, self.eta, self.lam = float(state["q"]), float(state["eta"]), float(state["lam"])
         self.n_updates = int(state["n_updates"])

