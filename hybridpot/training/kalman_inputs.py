@@ -21,8 +21,9 @@ learn, so each structure's charge-descriptor features, Coulomb matrix (Gaussian 
 constraints are stored once (:class:`FrozenChargeInputs`), and an update costs the networks and a dense
 ``n x n`` solve.
 
-Measured on n2p2's Carbon_chain_4G set (12-atom structures, 1472 weights, one thread; see
-validation/README.md): energy observation 6.7 -> 0.6 ms, force observation 9.8 -> 1.4 ms.
+Measured on n2p2's Carbon_chain_4G set (12-atom structures, 1472 weights, one thread, process CPU time on
+the busy 2-core machine, /tmp-style script in the issue-15 note): energy observation 4.1-4.8 -> 0.8 ms, force
+observation 8.2-10.4 -> 1.3-1.5 ms; building the inputs costs ~40 ms per structure, once.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __all__ = ["FrozenInputs", "FrozenChargeInputs", "short_range_term_name", "froze
 
 #: largest total size (bytes) of the stored input derivatives ``D`` over the training set; above it the
 #: Kalman energy stage uses full-model observations (``D`` grows as ``3 N^2 F'`` per structure)
-FROZEN_INPUTS_LIMIT = 512 * 2**20
+FROZEN_INPUTS_LIMIT = 2**30
 
 
 def short_range_term_name(model: nn.Module, parameters: Sequence[nn.Parameter]) -> Optional[str]:
