@@ -157,7 +157,8 @@ def test_not_used_when_other_parameters_learn():
 
 
 def test_loop_fallback_where_the_backward_cannot_be_batched(monkeypatch):
-    """Without a batching rule (is_grads_batched raises), D comes from one reverse pass per component."""
+    """D in chunks of components equals D in one batch; without a batching rule (is_grads_batched raises),
+    D comes from one reverse pass per component."""
     grad = torch.autograd.grad
 
     def unbatchable(*args, **kwargs):
@@ -169,6 +170,11 @@ def test_loop_fallback_where_the_backward_cannot_be_batched(monkeypatch):
     model = make_model(0)
     batch = _epochs(model, train, True)._batch(0)
     batched = FrozenInputs(model, "short_range", batch, need_forces=True).derivatives
+    import hybridpot.training.kalman_inputs as kalman_inputs
+
+    monkeypatch.setattr(kalman_inputs, "FORWARD_MODE_CHUNK", 5)  # 12 components in chunks of 5, 5, 2
+    torch.testing.assert_close(FrozenInputs(model, "short_range", batch, need_forces=True).derivatives, batched,
+                               rtol=1e-13, atol=1e-15)
     monkeypatch.setattr(torch.autograd, "grad", unbatchable)
     looped = FrozenInputs(model, "short_range", batch, need_forces=True).derivatives
     torch.testing.assert_close(looped, batched, rtol=1e-13, atol=1e-15)
