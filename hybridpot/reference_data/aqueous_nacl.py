@@ -15,7 +15,7 @@ inserted at random positions and orientations around the ion pair (no heavy atom
 friction 0.05/fs) with the ion pair started in contact (2.7 Å) and separated (about 4 and 5 Å),
 at 300-400 K; every MD step is a GFN1-xTB single point, and every ``interval``-th one is kept with
 its labels (:class:`ReferenceCalculator`: no second labelling pass). Rattled copies of MD frames
-(0.03-0.08 Å) add off-equilibrium geometries. :func:`model_snapshots` is the active-learning round:
+(sigma 0.01-0.03 Å) add off-equilibrium geometries. :func:`model_snapshots` is the active-learning round:
 frames of a trained model's own MD (free, and with the Na-Cl distance held fixed at the distances
 of the potential of mean force), labelled with GFN1-xTB.
 
@@ -68,6 +68,9 @@ __all__ = [
     "model_snapshots",
     "DEFAULT_CHAINS",
     "PMF_DISTANCES",
+    "RATTLE_SIGMA",
+    "rattled_geometries",
+    "label",
 ]
 
 WATER_MOLAR_MASS = 18.015  # g/mol
@@ -85,6 +88,10 @@ DEFAULT_CHAINS: Tuple[Tuple[float, Tuple[Tuple[float, int], ...]], ...] = (
 )
 #: Na-Cl distances (Å) of the constrained MD (potential of mean force, active learning)
 PMF_DISTANCES: Tuple[float, ...] = (2.4, 2.8, 3.2, 3.8, 4.4, 5.0)
+#: range (Å) of the displacement sigma of rattled copies. 0.03-0.08 Å (the first version) stretched
+#: O-H bonds to 0.75 Å, with forces up to 25 eV/Å and energies 0.1 eV/atom above the MD frames;
+#: 0.01-0.03 Å stays near what 300-400 K MD visits
+RATTLE_SIGMA: Tuple[float, float] = (0.01, 0.03)
 
 _OH = 0.9572  # Å
 _HOH = np.deg2rad(104.52)
@@ -314,15 +321,26 @@ def xtb_md(
     return frames, final
 
 
-def _rattled_labelled(frames: Sequence[Atoms], rng: np.random.Generator, n: int) -> List[Atoms]:
-    from .nacl_clusters import compute_reference
-
+def rattled_geometries(frames: Sequence[Atoms], rng: np.random.Generator, n: int,
+                       sigma_range: Tuple[float, float] = RATTLE_SIGMA) -> List[Atoms]:
+    """``n`` copies of random ``frames`` (no repeats) with Gaussian displacements, sigma drawn from
+    ``sigma_range`` (Å); geometries only."""
     out = []
     for k in rng.choice(len(frames), size=min(n, len(frames)), replace=False):
-        sigma = float(rng.uniform(0.03, 0.08))
+        sigma = float(rng.uniform(*sigma_range))
         geometry = Atoms(frames[k].numbers, positions=frames[k].positions + rng.normal(0.0, sigma, (len(frames[k]), 3)),
                          cell=frames[k].cell, pbc=True)
         geometry.info.update(charge=0.0, source=f"rattle {sigma:.3f} of {frames[k].info['source']}")
+        out.append(geometry)
+    return out
+
+
+def label(geometries: Sequence[Atoms]) -> List[Atoms]:
+    """GFN1-xTB labels (300 K electronic temperature) of ``geometries``, with ``info["na_cl_distance"]``."""
+    from .nacl_clusters import compute_reference
+
+    out = []
+    for geometry in geometries:
         labelled = compute_reference(geometry, method=METHOD, electronic_temperature=ELECTRONIC_TEMPERATURE)
         labelled.info["na_cl_distance"] = na_cl_distance(labelled)
         out.append(labelled)
@@ -351,7 +369,7 @@ def generate_aqueous_nacl_dataset(
         Frames kept every ``interval`` steps after the first ``skip`` of each segment (see
         :func:`xtb_md`).
     n_rattles : int
-        Rattled copies of random MD frames (sigma 0.03-0.08 Å).
+        Rattled copies of random MD frames (sigma in ``RATTLE_SIGMA``).
     relax_steps : int
         FIRE steps of the GFN1-xTB relaxation of each new box.
     """
@@ -371,7 +389,7 @@ def generate_aqueous_nacl_dataset(
                 d = [f.info["na_cl_distance"] for f in run]
                 print(f"  {temperature:.0f} K, {steps} steps: {time.time() - t1:.0f} s, {len(run)} frames, "
                       f"Na-Cl {min(d):.2f}-{max(d):.2f} Å", flush=True)
-    frames += _rattled_labelled(frames, rng, n_rattles)
+    frames += label(rattled_geometries(frames, rng, n_rattles))
     return frames
 
 
@@ -434,12 +452,7 @@ def model_snapshots(
         if progress:
             print(f"model MD {'constrained' if constrained else 'free'} d={distance}: {time.time() - t0:.0f} s, "
                   f"Na-Cl now {na_cl_distance(atoms):.2f} Å", flush=True)
-    out = []
-    for geometry in geometries:
-        labelled = compute_reference(geometry, method=METHOD, electronic_temperature=ELECTRONIC_TEMPERATURE)
-        labelled.info["na_cl_distance"] = na_cl_distance(labelled)
-        out.append(labelled)
-    return out
+    return label(geometries)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
