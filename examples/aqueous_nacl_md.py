@@ -8,8 +8,8 @@ Usage::
 Default model: ``hybridpot/data/aqueous_nacl_4G.pt`` (``examples/train_aqueous_nacl.py``, GFN1-xTB
 data of ``hybridpot/data/aqueous_nacl.extxyz.gz``). What it does:
 
-1. Builds a 98-atom box at 1.04 g/cm^3 (:func:`hybridpot.reference_data.aqueous_nacl.aqueous_nacl_box`,
-   ion pair 5 Å apart), relaxes it briefly with the model, runs Langevin MD at 300 K
+1. Starts from the last frame of the shipped GFN1-xTB MD of the separated pair (98 atoms,
+   1.04 g/cm^3, Na-Cl 5.7 Å), runs Langevin MD at 300 K
    (``--langevin-ps``, friction 0.05/fs) and then NVE (``--nve-ps``), both with ``--timestep``
    (default 0.5 fs; real hydrogen masses). Prints the NVE energy drift
    (:func:`hybridpot.analysis.energy_drift`), the largest |sum of charges| (total charge 0, no
@@ -28,7 +28,10 @@ data of ``hybridpot/data/aqueous_nacl.extxyz.gz``). What it does:
    the constraint force; the pair's centre of mass is free, so its mean force vanishes and any
    split between the two ions gives the same mean), integrated from the largest distance:
    ``W(r) = -int_{r_max}^r f dr`` is the PMF (``g(r) ~ exp(-W/kT)``), and
-   ``A(r) = W(r) - 2 k_B T ln r`` the free energy of the distance itself (the ``r^2`` Jacobian). The
+   ``A(r) = W(r) - 2 k_B T ln r`` the free energy of the distance itself (the ``r^2`` Jacobian). Each
+   distance starts from the end of the NVE run with the distance set by
+   :func:`hybridpot.reference_data.aqueous_nacl.with_pair_distance` (the Cl changes places with a
+   water at that distance from the Na, or slides along the axis for small changes). The
    box (10 Å) limits the distances to L/2 = 5 Å; errors are block averages (4 blocks) propagated
    through the trapezoid rule. Plot: ``pmf.png``.
 
@@ -54,7 +57,6 @@ from ase import Atoms, units
 from ase.constraints import FixBondLengths
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
-from ase.optimize import FIRE
 
 try:  # ase >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
     from ase.md.velocitydistribution import thermalize_momenta
@@ -64,8 +66,8 @@ except ImportError:  # pragma: no cover - older ase
 import hybridpot as hp
 from hybridpot.analysis import energy_drift, first_shell, radial_distribution
 from hybridpot.data import aqueous_nacl_model_path, load_aqueous_nacl
-from hybridpot.reference_data.aqueous_nacl import (ELECTRONIC_TEMPERATURE, METHOD, PMF_DISTANCES, aqueous_nacl_box,
-                                                   na_cl_distance)
+from hybridpot.reference_data.aqueous_nacl import (ELECTRONIC_TEMPERATURE, METHOD, PMF_DISTANCES, na_cl_distance,
+                                                   with_pair_distance)
 
 #: (a, b, label) of the RDFs, with the experimental first peak (Å) and coordination number where cited
 RDF_PAIRS = ((11, 8, "Na-O"), (17, 8, "Cl-O"), (17, 1, "Cl-H"), (8, 8, "O-O"))
@@ -83,11 +85,16 @@ def get_model(path: Optional[str]):
     return hp.load(path), path
 
 
-def prepared_box(model, seed: int, na_cl: float = 5.0, relax_steps: int = 50) -> Atoms:
-    """A fresh 98-atom box (:func:`aqueous_nacl_box`), FIRE-relaxed with the model."""
-    atoms = aqueous_nacl_box(np.random.default_rng(seed), na_cl_distance=na_cl)
-    atoms.calc = hp.HybridCalculator(model, skin=0.5)
-    FIRE(atoms, logfile=None).run(fmax=0.3, steps=relax_steps)
+def starting_box(na_cl: float = 5.0) -> Atoms:
+    """The last frame of the shipped GFN1-xTB chain whose pair started at ``na_cl`` Å (2.7 or 5.0).
+
+    A liquid-like start inside the training data; a random-insertion box relaxed with a model can
+    fall into regions the data never show (the round-0 model collapsed H-H pairs from such starts).
+    """
+    frames = [a for a in load_aqueous_nacl(include_model_md=False)
+              if str(a.info["source"]).startswith(f"xtb md d0={na_cl:.1f} seg1")]
+    atoms = Atoms(frames[-1].numbers, positions=frames[-1].positions, cell=frames[-1].cell, pbc=True)
+    atoms.info["charge"] = 0.0
     return atoms
 
 
@@ -177,12 +184,9 @@ def potential_of_mean_force(model, start: Atoms, distances, steps: int, equilibr
     mean, error, held = [], [], []
     t0 = time.process_time()
     for k, distance in enumerate(distances):
-        atoms = Atoms(start.numbers, positions=start.positions, cell=start.cell, pbc=True)
-        vector = atoms.get_distance(0, 1, mic=True, vector=True)
-        atoms.positions[1] = atoms.positions[0] + vector / np.linalg.norm(vector) * distance
+        atoms = with_pair_distance(start, distance)
         atoms.calc = hp.HybridCalculator(model, skin=0.5)
         atoms.set_constraint(FixBondLengths([(0, 1)]))
-        FIRE(atoms, logfile=None).run(fmax=0.3, steps=50)  # water around the moved Cl
         thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed + k))
         dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
                        rng=np.random.RandomState(seed + k))
@@ -239,7 +243,8 @@ def main(argv=None):
     output.mkdir(parents=True, exist_ok=True)
     model, model_path = get_model(args.model)
 
-    atoms = prepared_box(model, args.seed)
+    atoms = starting_box(5.0)
+    atoms.calc = hp.HybridCalculator(model, skin=0.5)
     langevin_steps = int(round(args.langevin_ps * 1000 / args.timestep))
     nve_steps = int(round(args.nve_ps * 1000 / args.timestep))
     print(f"model {model_path}; {len(atoms)} atoms (1 NaCl + 32 H2O), box {atoms.cell.lengths()[0]:.2f} Å, "

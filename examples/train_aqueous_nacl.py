@@ -50,29 +50,39 @@ def build_model(cutoff: float = 5.5, angular_cutoff: float = 4.5, real_space_cut
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--charge-epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--charge-epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--energy-weight", type=float, default=10.0, help="loss weight of energies (forces: 1)")
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default="cosine")
+    parser.add_argument("--init", default=None, metavar="MODEL", help="start from this saved model (fine-tuning)")
     parser.add_argument("--max-structures", type=int, default=None, help="use only the first N (timing runs)")
     parser.add_argument("--output", default="runs/aqueous_nacl_training")
-    parser.add_argument("--no-model-md", action="store_true", help="leave out the active-learning frames (round 0)")
+    parser.add_argument("--no-model-md", action="store_true",
+                        help="leave out the active-learning and distorted-water frames (round 0)")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/aqueous_nacl_4G.pt")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
 
-    images = load_aqueous_nacl(include_model_md=not args.no_model_md)
+    # the GFN1-xTB MD/rattle set is split 80/10/10 (seed 0) on its own, and every active-learning
+    # frame goes to training: the test split is then the same for round 0 and round 1 (round 1 starts
+    # from round 0's weights, so a reshuffled split would test on round 0's training frames)
+    images = load_aqueous_nacl(include_model_md=False, include_distorted=False)
     if args.max_structures:
         images = images[: args.max_structures]
-    model = build_model()
-    data = AtomsDataset.from_atoms(images, cutoff=model.cutoff)
-    train, validation, test = data.split((0.8, 0.1, 0.1), seed=0)
-    print(f"{len(images)} boxes: {len(train)} train, {len(validation)} validation, {len(test)} test")
+    extra = [] if args.no_model_md else load_aqueous_nacl()[len(load_aqueous_nacl(False, False)):]
+    model = hp.load(args.init) if args.init else build_model()
+    train, validation, test = AtomsDataset.from_atoms(images, cutoff=model.cutoff).split((0.8, 0.1, 0.1), seed=0)
+    if extra:
+        train = AtomsDataset(train.samples + AtomsDataset.from_atoms(extra, cutoff=model.cutoff).samples, train.cutoff)
+    print(f"{len(images)} GFN1-xTB MD/rattle boxes + {len(extra)} active-learning boxes: {len(train)} train, "
+          f"{len(validation)} validation, {len(test)} test")
     config = TrainingConfig(epochs=args.epochs, charge_epochs=args.charge_epochs, lr=args.lr, charge_lr=args.lr,
                             batch_size=args.batch_size, early_stopping_patience=args.epochs, threads=1,
-                            weights={"energy": 1.0, "forces": 1.0},
-                            scheduler=SchedulerConfig(kind="plateau", min_lr=1e-4))
+                            weights={"energy": args.energy_weight, "forces": 1.0},
+                            scheduler=SchedulerConfig(kind=args.schedule, min_lr=1e-4))
     t0, c0 = time.perf_counter(), time.process_time()
     model = Trainer(model, train, validation, config=config, directory=args.output).fit()
     print(f"training: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")

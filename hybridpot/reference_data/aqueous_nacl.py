@@ -56,6 +56,7 @@ __all__ = [
     "WATER_MOLAR_MASS",
     "NACL_MOLAR_MASS",
     "ELECTRONIC_TEMPERATURE",
+    "with_pair_distance",
     "water_molecule",
     "box_length",
     "aqueous_nacl_box",
@@ -69,8 +70,10 @@ __all__ = [
     "DEFAULT_CHAINS",
     "PMF_DISTANCES",
     "RATTLE_SIGMA",
+    "MAX_ACTIVE_LEARNING_FORCE",
     "rattled_geometries",
     "label",
+    "distorted_waters",
 ]
 
 WATER_MOLAR_MASS = 18.015  # g/mol
@@ -92,6 +95,10 @@ PMF_DISTANCES: Tuple[float, ...] = (2.4, 2.8, 3.2, 3.8, 4.4, 5.0)
 #: O-H bonds to 0.75 Å, with forces up to 25 eV/Å and energies 0.1 eV/atom above the MD frames;
 #: 0.01-0.03 Å stays near what 300-400 K MD visits
 RATTLE_SIGMA: Tuple[float, float] = (0.01, 0.03)
+#: active-learning frames with a larger GFN1-xTB force component (eV/Å) are dropped: frames of a
+#: collapsing model (H-H 0.1-0.6 Å, forces up to 1350 eV/Å) put 12 eV/Å into the training force
+#: RMSE and stopped the fit (validation forces stuck at 1 eV/Å); the MD data reach 8.5 eV/Å
+MAX_ACTIVE_LEARNING_FORCE = 10.0
 
 _OH = 0.9572  # Å
 _HOH = np.deg2rad(104.52)
@@ -393,8 +400,80 @@ def generate_aqueous_nacl_dataset(
     return frames
 
 
+def with_pair_distance(atoms: Atoms, distance: float, max_shift: float = 0.6) -> Atoms:
+    """A copy of a box (ions first, then O H H) with the Na-Cl distance set to ``distance`` (Å).
+
+    Within ``max_shift`` of the present distance the Cl moves along the Na-Cl axis. Farther, the Cl
+    changes places with the water whose O is nearest to ``distance`` from the Na: the Cl goes onto
+    the Na-O axis at ``distance`` (where that water sat, a cavity of the liquid), the water moves
+    rigidly to where the Cl was. This keeps the geometry inside the liquid-like region the data
+    cover (moving the Cl straight through the solvent put it on top of water molecules).
+    """
+    out = Atoms(atoms.numbers, positions=atoms.positions.copy(), cell=atoms.cell, pbc=True)
+    out.info["charge"] = 0.0
+    na_cl = out.get_distance(0, 1, mic=True, vector=True)
+    if abs(np.linalg.norm(na_cl) - distance) <= max_shift:
+        out.positions[1] = out.positions[0] + na_cl / np.linalg.norm(na_cl) * distance
+        return out
+    oxygens = np.nonzero(out.numbers == 8)[0]
+    na_o = out.get_distances(0, oxygens, mic=True, vector=True)
+    w = int(np.argmin(np.abs(np.linalg.norm(na_o, axis=1) - distance)))
+    o = oxygens[w]
+    old_cl = out.positions[0] + na_cl
+    shift = old_cl - (out.positions[0] + na_o[w])
+    out.positions[o:o + 3] += shift  # the water, rigidly, to the Cl's place (O on it)
+    out.positions[1] = out.positions[0] + na_o[w] / np.linalg.norm(na_o[w]) * distance
+    out.wrap()
+    return out
+
+
+def distorted_waters(frames: Sequence[Atoms], rng: np.random.Generator, n: int, waters_per_frame: int = 6) -> List[Atoms]:
+    """Geometries with close H-H contacts: the region where trained models collapsed.
+
+    Per structure, a random MD frame of ``frames`` with ``waters_per_frame`` random waters
+    distorted: half of them bent (H-O-H closed until H-H is 1.05-1.40 Å, O-H lengths kept), the
+    other half moved rigidly towards a neighbouring water until an intermolecular H-H distance is
+    1.3-1.8 Å. Geometries only (label them with :func:`label`).
+    """
+    out = []
+    md = [f for f in frames if str(f.info.get("source", "")).startswith("xtb md")]
+    for _ in range(n):
+        base = md[int(rng.integers(len(md)))]
+        atoms = Atoms(base.numbers, positions=base.positions.copy(), cell=base.cell, pbc=True)
+        oxygens = np.nonzero(atoms.numbers == 8)[0]
+        chosen = rng.choice(oxygens, size=waters_per_frame, replace=False)
+        for k, o in enumerate(chosen):
+            h1, h2 = o + 1, o + 2
+            v1 = atoms.get_distance(o, h1, mic=True, vector=True)
+            v2 = atoms.get_distance(o, h2, mic=True, vector=True)
+            if k % 2 == 0:  # bend: rotate both O-H about their bisector plane normal, lengths kept
+                target = float(rng.uniform(1.05, 1.40))
+                l1, l2 = np.linalg.norm(v1), np.linalg.norm(v2)
+                bis = v1 / l1 + v2 / l2
+                bis /= np.linalg.norm(bis)
+                perp = v1 / l1 - (v1 / l1 @ bis) * bis
+                perp /= np.linalg.norm(perp)
+                half = np.arcsin(min(1.0, target / (l1 + l2)))
+                atoms.positions[h1] = atoms.positions[o] + l1 * (np.cos(half) * bis + np.sin(half) * perp)
+                atoms.positions[h2] = atoms.positions[o] + l2 * (np.cos(half) * bis - np.sin(half) * perp)
+            else:  # approach: the nearest foreign H, moved rigidly with its water
+                hydrogens = np.setdiff1d(np.nonzero(atoms.numbers == 1)[0], [h1, h2])
+                vectors = atoms.get_distances(h1, hydrogens, mic=True, vector=True)
+                j = int(np.argmin(np.linalg.norm(vectors, axis=1)))
+                d = float(np.linalg.norm(vectors[j]))
+                target = float(rng.uniform(1.3, 1.8))
+                if d > target:
+                    other_o = hydrogens[j] - 1 if atoms.numbers[hydrogens[j] - 1] == 8 else hydrogens[j] - 2
+                    atoms.positions[other_o:other_o + 3] -= vectors[j] / d * (d - target)
+        atoms.wrap()
+        atoms.info.update(charge=0.0, source=f"distorted waters of {base.info['source']}")
+        out.append(atoms)
+    return out
+
+
 def model_snapshots(
     model,
+    starts: Optional[Sequence[Atoms]] = None,
     seed: int = 1,
     temperature: float = 300.0,
     distances: Sequence[float] = PMF_DISTANCES,
@@ -406,11 +485,18 @@ def model_snapshots(
 ) -> List[Atoms]:
     """Active learning: frames of a trained model's own 300 K MD, labelled with GFN1-xTB.
 
-    Langevin MD (1 fs, friction 0.05/fs) of fresh boxes with ``model`` (a
-    :class:`hybridpot.HybridPotential`): one run per Na-Cl distance of ``distances`` with the
-    distance held fixed (``ase.constraints.FixBondLengths``, as in the potential of mean force
-    of ``examples/aqueous_nacl_md.py``) and ``free_runs`` unconstrained runs (pair started at
-    2.7 and 5.0 Å). After ``equilibration_steps`` a frame is taken every ``interval`` steps.
+    Langevin MD (1 fs, friction 0.05/fs) with ``model`` (a :class:`hybridpot.HybridPotential`),
+    started from ``starts`` (default: the last frames of the contact and the separated GFN1-xTB
+    chains of the shipped data): one run per Na-Cl distance of ``distances`` with the distance set
+    by :func:`with_pair_distance` (from the start nearer in distance) and held fixed
+    (``ase.constraints.FixBondLengths``, as in the potential of mean force of
+    ``examples/aqueous_nacl_md.py``), and ``free_runs`` unconstrained runs from the starts. After
+    ``equilibration_steps`` a frame is taken every ``interval`` steps. Where the model collapses
+    (two atoms closer than 0.1 Å) the run stops, and the frame recorded 20 steps before the collapse
+    is labelled too (``"model md ... collapse"``): GFN1-xTB's answer there is what the model lacked.
+    Frames with a GFN1-xTB force component above ``MAX_ACTIVE_LEARNING_FORCE`` are dropped.
+    (Random-insertion boxes relaxed with the round-0 model fell into such holes at once: H-H
+    contacts the xTB data never show; hence the starts from the data.)
     """
     from ase.constraints import FixBondLengths
     from ase.md.langevin import Langevin
@@ -420,39 +506,57 @@ def model_snapshots(
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     from ..calculator import HybridCalculator
-    from .nacl_clusters import compute_reference
 
+    if starts is None:
+        from ..data import load_aqueous_nacl
+
+        data = load_aqueous_nacl(include_model_md=False)
+        starts = [[a for a in data if str(a.info["source"]).startswith(f"xtb md d0={d:.1f} seg1")][-1]
+                  for d in (2.7, 5.0)]
     rng = np.random.default_rng(seed)
-    settings = [(d, True) for d in distances] + [((2.7, 5.0)[k % 2], False) for k in range(free_runs)]
+    settings = [(d, True) for d in distances] + [(None, False) for _ in range(free_runs)]
     geometries: List[Atoms] = []
-    for distance, constrained in settings:
-        atoms = aqueous_nacl_box(rng, na_cl_distance=distance)
-        atoms.calc = HybridCalculator(model, skin=0.5)
+    for k, (distance, constrained) in enumerate(settings):
         if constrained:
+            start = min(starts, key=lambda a: abs(na_cl_distance(a) - distance))
+            atoms = with_pair_distance(start, distance)
             atoms.set_constraint(FixBondLengths([(0, 1)]))
-        # a quick model relaxation instead of GFN1-xTB's: the model's own minimum is what it will sample
-        from ase.optimize import FIRE
-
-        FIRE(atoms, logfile=None).run(fmax=0.3, steps=50)
+            kind = f"constrained {distance:.1f}"
+        else:
+            start = starts[k % len(starts)]
+            atoms = Atoms(start.numbers, positions=start.positions, cell=start.cell, pbc=True)
+            kind = f"free from {na_cl_distance(start):.1f}"
+        atoms.calc = HybridCalculator(model, skin=0.5)
         thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
                        rng=np.random.RandomState(int(rng.integers(2**31))))
+        recent: List[np.ndarray] = []
+        dyn.attach(lambda: recent.append(atoms.get_positions(wrap=True)) if dyn.nsteps % 10 == 0 else None, interval=1)
         t0 = time.time()
-        kind = f"constrained {distance:.1f}" if constrained else f"free d0={distance:.1f}"
+
+        def keep(tag: str, positions: np.ndarray) -> None:
+            frame = Atoms(atoms.numbers, positions=positions, cell=atoms.cell, pbc=True)
+            frame.info.update(charge=0.0, source=f"model md {kind} {temperature:.0f} K{tag}")
+            geometries.append(frame)
+
         try:
             dyn.run(equilibration_steps)
             for _ in range(snapshots_per_run):
                 dyn.run(interval)
-                frame = Atoms(atoms.numbers, positions=atoms.get_positions(wrap=True), cell=atoms.cell, pbc=True)
-                frame.info.update(charge=0.0, source=f"model md {kind} {temperature:.0f} K")
-                geometries.append(frame)
-        except ValueError as err:  # overlapping atoms: the model left its domain; keep the last geometry
+                keep("", atoms.get_positions(wrap=True))
+        except ValueError as err:  # overlapping atoms: the model left its domain
+            if len(recent) >= 3:
+                keep(f" collapse (step {dyn.nsteps}; 20 steps before)", recent[-3])
             print(f"model MD {kind} stopped at step {dyn.nsteps}: {err}", flush=True)
             continue
         if progress:
-            print(f"model MD {'constrained' if constrained else 'free'} d={distance}: {time.time() - t0:.0f} s, "
-                  f"Na-Cl now {na_cl_distance(atoms):.2f} Å", flush=True)
-    return label(geometries)
+            print(f"model MD {kind}: {time.time() - t0:.0f} s, Na-Cl now {na_cl_distance(atoms):.2f} Å", flush=True)
+    labelled = label(geometries)
+    kept = [a for a in labelled if np.abs(a.get_forces()).max() <= MAX_ACTIVE_LEARNING_FORCE]
+    if progress and len(kept) < len(labelled):
+        print(f"dropped {len(labelled) - len(kept)} of {len(labelled)} frames with a force component above "
+              f"{MAX_ACTIVE_LEARNING_FORCE} eV/Å", flush=True)
+    return kept
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -462,6 +566,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rattles", type=int, default=15)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every run's MD steps by this")
+    parser.add_argument("--distorted", type=int, default=0, metavar="N",
+                        help="instead: N boxes with close H-H contacts made from the shipped MD frames")
     parser.add_argument("--from-model", default=None, metavar="MODEL",
                         help="active learning: label frames of this model's own MD instead")
     args = parser.parse_args(argv)
@@ -469,7 +575,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     t0 = time.time()
     c0 = time.process_time()
-    if args.from_model:
+    if args.distorted:
+        from ..data import load_aqueous_nacl
+
+        images = label(distorted_waters(load_aqueous_nacl(include_model_md=False), np.random.default_rng(args.seed),
+                                        args.distorted))
+    elif args.from_model:
         from ..model import load
 
         images = model_snapshots(load(args.from_model), seed=args.seed)
