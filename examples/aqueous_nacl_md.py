@@ -29,7 +29,8 @@ data of ``hybridpot/data/aqueous_nacl.extxyz.gz``). What it does:
    split between the two ions gives the same mean), integrated from the largest distance:
    ``W(r) = -int_{r_max}^r f dr`` is the PMF (``g(r) ~ exp(-W/kT)``), and
    ``A(r) = W(r) - 2 k_B T ln r`` the free energy of the distance itself (the ``r^2`` Jacobian). Each
-   distance starts from the end of the NVE run with the distance set by
+   distance starts from the box nearest in Na-Cl distance (the end of the NVE run, or the last
+   frame of either GFN1-xTB chain) with the distance set by
    :func:`hybridpot.reference_data.aqueous_nacl.with_pair_distance` (the Cl changes places with a
    water at that distance from the Na, or slides along the axis for small changes). The
    box (10 Å) limits the distances to L/2 = 5 Å; errors are block averages (4 blocks) propagated
@@ -105,7 +106,11 @@ def run_md(atoms: Atoms, temperature: float, langevin_steps: int, nve_steps: int
     langevin = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.05 / units.fs,
                         fixcm=False, rng=np.random.RandomState(seed))
     t0 = time.process_time()
-    langevin.run(langevin_steps)
+    collapse = None
+    try:
+        langevin.run(langevin_steps)
+    except ValueError as err:  # two atoms closer than 0.1 Å: the model left its domain
+        collapse = f"Langevin step {langevin.nsteps}: {err}"
     t_langevin = time.process_time() - t0
     frames, energies, charges, temperatures, times = [], [], [], [], []
     nve = VelocityVerlet(atoms, timestep * units.fs)
@@ -120,8 +125,14 @@ def run_md(atoms: Atoms, temperature: float, langevin_steps: int, nve_steps: int
 
     nve.attach(record, interval=record_every)
     t0 = time.process_time()
-    nve.run(nve_steps)
-    return {"frames": frames, "energies": np.array(energies), "charges": np.array(charges), "times_ps": np.array(times),
+    if collapse is None:
+        try:
+            nve.run(nve_steps)
+        except ValueError as err:
+            collapse = f"NVE step {nve.nsteps}: {err}"
+    if collapse:
+        print(f"COLLAPSE ({collapse}); analysing the {len(frames)} NVE frames before it")
+    return {"collapse": collapse, "frames": frames, "energies": np.array(energies), "charges": np.array(charges), "times_ps": np.array(times),
             "temperatures": np.array(temperatures), "cpu_langevin_s": t_langevin, "cpu_nve_s": time.process_time() - t0}
 
 
@@ -178,31 +189,44 @@ def pair_mean_force(atoms: Atoms) -> float:
     return float(0.5 * (forces[1] - forces[0]) @ r_hat)
 
 
-def potential_of_mean_force(model, start: Atoms, distances, steps: int, equilibration: int, seed: int,
+def potential_of_mean_force(model, starts: List[Atoms], distances, steps: int, equilibration: int, seed: int,
                             temperature: float = 300.0, n_blocks: int = 4) -> Dict:
-    """Constrained-distance Langevin MD (1 fs) at each Na-Cl distance; mean force, W(r), A(r)."""
-    mean, error, held = [], [], []
+    """Constrained-distance Langevin MD (1 fs) at each Na-Cl distance, each started from the box of
+    ``starts`` nearest in Na-Cl distance; mean force, W(r), A(r). A distance where the model
+    collapses keeps the samples taken before (left out below ``2 n_blocks`` samples)."""
+    mean, error, held, kept, collapsed = [], [], [], [], []
     t0 = time.process_time()
     for k, distance in enumerate(distances):
+        start = min(starts, key=lambda a: abs(na_cl_distance(a) - distance))
         atoms = with_pair_distance(start, distance)
         atoms.calc = hp.HybridCalculator(model, skin=0.5)
         atoms.set_constraint(FixBondLengths([(0, 1)]))
         thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed + k))
         dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
                        rng=np.random.RandomState(seed + k))
-        dyn.run(equilibration)
         samples = []
-        dyn.attach(lambda: samples.append(pair_mean_force(atoms)), interval=2)
-        dyn.run(steps)
+        try:
+            dyn.run(equilibration)
+            dyn.attach(lambda: samples.append(pair_mean_force(atoms)), interval=2)
+            dyn.run(steps)
+        except ValueError as err:  # the model collapsed: keep what was sampled before
+            print(f"  r = {distance:.2f} Å: COLLAPSE at step {dyn.nsteps} ({err})")
+            collapsed.append(float(distance))
         samples = np.array(samples[1:])
+        if len(samples) < 2 * n_blocks:
+            print(f"  r = {distance:.2f} Å: too few samples ({len(samples)}), left out")
+            continue
+        kept.append(float(distance))
         blocks = np.array([b.mean() for b in np.array_split(samples, n_blocks)])
         mean.append(samples.mean())
         error.append(blocks.std(ddof=1) / np.sqrt(n_blocks))
         held.append(na_cl_distance(atoms))
         print(f"  r = {distance:.2f} Å (held {held[-1]:.3f}): mean force {mean[-1]:+.3f} +- {error[-1]:.3f} eV/Å "
               f"({len(samples)} samples)", flush=True)
-    pmf = integrate_mean_force(distances, mean, error, temperature)
-    pmf.update(held=held, cpu_s=time.process_time() - t0)
+    if len(kept) < 2:
+        return {"r": np.array(kept), "held": held, "collapsed": collapsed, "cpu_s": time.process_time() - t0}
+    pmf = integrate_mean_force(kept, mean, error, temperature)
+    pmf.update(held=held, collapsed=collapsed, cpu_s=time.process_time() - t0)
     return pmf
 
 
@@ -251,12 +275,15 @@ def main(argv=None):
           f"{args.temperature:.0f} K; {langevin_steps} Langevin + {nve_steps} NVE steps of {args.timestep} fs")
     run = run_md(atoms, args.temperature, langevin_steps, nve_steps, args.timestep, args.seed)
     n_steps = langevin_steps + nve_steps
+    if len(run["frames"]) < 2:
+        print("no NVE frames to analyse")
+        return {"collapse": run["collapse"], "nve_frames": len(run["frames"])}
     drift = energy_drift(run["times_ps"], run["energies"], len(atoms))
     e = run["energies"] / len(atoms)
     q = run["charges"]
     numbers = atoms.numbers
     d_pair = np.array([na_cl_distance(f) for f in run["frames"]])
-    results = {"model": str(model_path), "steps": n_steps, "timestep_fs": args.timestep,
+    results = {"model": str(model_path), "steps": n_steps, "collapse": run["collapse"], "nve_frames": len(run["frames"]), "timestep_fs": args.timestep,
                "cpu_ms_per_step": 1000 * (run["cpu_langevin_s"] + run["cpu_nve_s"]) / n_steps,
                "nve_ps": args.nve_ps, "nve_mean_T_K": float(run["temperatures"].mean()),
                "drift_meV_per_atom_per_ps": drift, "max_abs_E_minus_E0_meV_per_atom": 1000 * float(np.abs(e - e[0]).max()),
@@ -299,8 +326,14 @@ def main(argv=None):
 
     if args.pmf_ps > 0:
         print("\nNa-Cl potential of mean force (constrained distance, Langevin 300 K, 1 fs):")
-        pmf = potential_of_mean_force(model, atoms, PMF_DISTANCES, int(args.pmf_ps * 1000),
+        starts = [starting_box(2.7), starting_box(5.0)] + ([] if run["collapse"] else [atoms])
+        pmf = potential_of_mean_force(model, starts, PMF_DISTANCES, int(args.pmf_ps * 1000),
                                       int(args.pmf_equilibration_ps * 1000), args.seed, args.temperature)
+        results["pmf"] = {k: (np.asarray(v).tolist() if k != "cpu_s" else v) for k, v in pmf.items()}
+        if len(pmf["r"]) < 2:
+            print("  too few distances sampled for a PMF")
+            args.pmf_ps = 0
+    if args.pmf_ps > 0:
         print(f"  {'r Å':>5s} {'<f> eV/Å':>12s} {'W(r) eV':>14s} {'A(r) eV':>8s}")
         for k in range(len(pmf["r"])):
             print(f"  {pmf['r'][k]:5.2f} {pmf['mean_force'][k]:+7.3f}+-{pmf['mean_force_err'][k]:.3f} "

@@ -575,6 +575,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     t0 = time.time()
     c0 = time.process_time()
+    import torch
+
+    torch.set_num_threads(1)  # the model MD of --from-model: 2 threads on the busy 2-core machine were ~5x slower
     if args.distorted:
         from ..data import load_aqueous_nacl
 
