@@ -23,7 +23,7 @@ data of ``hybridpot/data/aqueous_nacl.extxyz.gz``). What it does:
 3. ``--check-xtb N`` frames of the model's own NVE trajectory recomputed with GFN1-xTB (tblite, 300 K
    electronic temperature, as the data): energy offset and spread, force and charge RMSE.
 4. The Na-Cl potential of mean force from constrained-distance MD (``--pmf-ps`` per distance at
-   ``PMF_DISTANCES``, Langevin 300 K, 1 fs, Na-Cl held fixed by ``ase.constraints.FixBondLengths``):
+   ``PMF_DISTANCES``, Langevin 300 K, ``--timestep``, Na-Cl held fixed by ``ase.constraints.FixBondLengths``):
    the mean force along the Na-Cl axis ``f(r) = <(F_Cl - F_Na) . r_hat> / 2`` (model forces without
    the constraint force; the pair's centre of mass is free, so its mean force vanishes and any
    split between the two ions gives the same mean), integrated from the largest distance:
@@ -132,8 +132,17 @@ def run_md(atoms: Atoms, temperature: float, langevin_steps: int, nve_steps: int
             collapse = f"NVE step {nve.nsteps}: {err}"
     if collapse:
         print(f"COLLAPSE ({collapse}); analysing the {len(frames)} NVE frames before it")
-    return {"collapse": collapse, "frames": frames, "energies": np.array(energies), "charges": np.array(charges), "times_ps": np.array(times),
+    return {"collapse": collapse, "steps_run": max(1, langevin.nsteps + nve.nsteps), "frames": frames, "energies": np.array(energies), "charges": np.array(charges), "times_ps": np.array(times),
             "temperatures": np.array(temperatures), "cpu_langevin_s": t_langevin, "cpu_nve_s": time.process_time() - t0}
+
+
+def broken_waters(atoms: Atoms, bond: float = 1.25) -> int:
+    """Number of H atoms without exactly one O within ``bond`` Å (0 when all waters are intact)."""
+    hydrogens, oxygens = np.nonzero(atoms.numbers == 1)[0], np.nonzero(atoms.numbers == 8)[0]
+    from ase.geometry import get_distances
+
+    _, d = get_distances(atoms.positions[hydrogens], atoms.positions[oxygens], cell=atoms.cell, pbc=True)
+    return int(np.sum((d < bond).sum(axis=1) != 1))
 
 
 def shells(frames: List[Atoms], r_max: float, n_bins: int = 100) -> Dict[str, Dict]:
@@ -190,7 +199,7 @@ def pair_mean_force(atoms: Atoms) -> float:
 
 
 def potential_of_mean_force(model, starts: List[Atoms], distances, steps: int, equilibration: int, seed: int,
-                            temperature: float = 300.0, n_blocks: int = 4) -> Dict:
+                            temperature: float = 300.0, n_blocks: int = 4, timestep: float = 0.5) -> Dict:
     """Constrained-distance Langevin MD (1 fs) at each Na-Cl distance, each started from the box of
     ``starts`` nearest in Na-Cl distance; mean force, W(r), A(r). A distance where the model
     collapses keeps the samples taken before (left out below ``2 n_blocks`` samples)."""
@@ -202,7 +211,7 @@ def potential_of_mean_force(model, starts: List[Atoms], distances, steps: int, e
         atoms.calc = hp.HybridCalculator(model, skin=0.5)
         atoms.set_constraint(FixBondLengths([(0, 1)]))
         thermalize_momenta(atoms, temperature_K=temperature, rng=np.random.default_rng(seed + k))
-        dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
+        dyn = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
                        rng=np.random.RandomState(seed + k))
         samples = []
         try:
@@ -284,12 +293,20 @@ def main(argv=None):
     numbers = atoms.numbers
     d_pair = np.array([na_cl_distance(f) for f in run["frames"]])
     results = {"model": str(model_path), "steps": n_steps, "collapse": run["collapse"], "nve_frames": len(run["frames"]), "timestep_fs": args.timestep,
-               "cpu_ms_per_step": 1000 * (run["cpu_langevin_s"] + run["cpu_nve_s"]) / n_steps,
+               "cpu_ms_per_step": 1000 * (run["cpu_langevin_s"] + run["cpu_nve_s"]) / run["steps_run"],
                "nve_ps": args.nve_ps, "nve_mean_T_K": float(run["temperatures"].mean()),
                "drift_meV_per_atom_per_ps": drift, "max_abs_E_minus_E0_meV_per_atom": 1000 * float(np.abs(e - e[0]).max()),
                "max_abs_total_charge_e": float(np.abs(q.sum(axis=1)).max()),
                "mean_charge_e": {s: float(q[:, numbers == z].mean()) for s, z in (("Na", 11), ("Cl", 17), ("O", 8), ("H", 1))},
                "na_cl_distance_A": {"min": float(d_pair.min()), "mean": float(d_pair.mean()), "max": float(d_pair.max())}}
+    broken = np.array([broken_waters(f) for f in run["frames"]])
+    results["frames_with_broken_waters"] = int(np.sum(broken > 0))
+    results["max_broken_H"] = int(broken.max())
+    import ase.io
+
+    ase.io.write(output / "nve.extxyz", run["frames"])
+    print(f"water molecules: {results['frames_with_broken_waters']} of {len(broken)} NVE frames have an H without "
+          f"exactly one O within 1.25 Å (at most {results['max_broken_H']} such H)")
     print(f"MD: {results['cpu_ms_per_step']:.0f} ms CPU per step; NVE {args.nve_ps} ps, mean T {results['nve_mean_T_K']:.0f} K, "
           f"energy drift {drift:+.4f} meV/atom/ps, max |E - E0| {results['max_abs_E_minus_E0_meV_per_atom']:.3f} meV/atom")
     print(f"charges: max |sum q| {results['max_abs_total_charge_e']:.1e} e; mean " +
@@ -325,10 +342,11 @@ def main(argv=None):
         results["vs_gfn1"] = check_against_reference(model, run["frames"], args.check_xtb)
 
     if args.pmf_ps > 0:
-        print("\nNa-Cl potential of mean force (constrained distance, Langevin 300 K, 1 fs):")
+        print(f"\nNa-Cl potential of mean force (constrained distance, Langevin {args.temperature:.0f} K, {args.timestep} fs):")
         starts = [starting_box(2.7), starting_box(5.0)] + ([] if run["collapse"] else [atoms])
-        pmf = potential_of_mean_force(model, starts, PMF_DISTANCES, int(args.pmf_ps * 1000),
-                                      int(args.pmf_equilibration_ps * 1000), args.seed, args.temperature)
+        pmf = potential_of_mean_force(model, starts, PMF_DISTANCES, int(round(args.pmf_ps * 1000 / args.timestep)),
+                                      int(round(args.pmf_equilibration_ps * 1000 / args.timestep)), args.seed,
+                                      args.temperature, timestep=args.timestep)
         results["pmf"] = {k: (np.asarray(v).tolist() if k != "cpu_s" else v) for k, v in pmf.items()}
         if len(pmf["r"]) < 2:
             print("  too few distances sampled for a PMF")

@@ -123,7 +123,8 @@ def test_shipped_data(shipped):
 def test_shipped_model_reproduces_the_data(shipped):
     """Errors on a few shipped boxes of the order of the README's test-set table; total charge 0."""
     model = hp.load(aqueous_nacl_model_path())
-    picks = shipped[:: max(1, len(shipped) // 6)][:6]
+    md_and_rattles = load_aqueous_nacl(include_model_md=False, include_distorted=False)  # what the README's test split is drawn from
+    picks = md_and_rattles[:: max(1, len(md_and_rattles) // 6)][:6]
     de, df, dq = [], [], []
     for atoms in picks:
         out = model(hp.AtomicSystem.from_ase(atoms), compute_forces=True)
@@ -132,9 +133,9 @@ def test_shipped_model_reproduces_the_data(shipped):
         q = out["charges"].detach().numpy()
         dq.append(q - atoms.get_charges())
         assert abs(q.sum()) < 1e-9
-    assert np.sqrt(np.mean(np.square(de))) < 0.010  # eV/atom (README: a few meV/atom)
-    assert np.sqrt(np.mean(np.concatenate(df) ** 2)) < 0.25  # eV/Å (README: ~0.1)
-    assert np.sqrt(np.mean(np.concatenate(dq) ** 2)) < 0.05  # e
+    assert np.sqrt(np.mean(np.square(de))) < 0.010  # eV/atom (README: 3.6 meV/atom on the test split)
+    assert np.sqrt(np.mean(np.concatenate(df) ** 2)) < 0.35  # eV/Å (README: 0.235 on the test split)
+    assert np.sqrt(np.mean(np.concatenate(dq) ** 2)) < 0.05  # e (README: 0.024 e)
 
 
 def test_integrate_mean_force_recovers_a_known_potential():
@@ -165,7 +166,7 @@ def test_pair_mean_force_is_minus_the_energy_derivative(shipped):
         probe.positions[0] -= sign * 0.5 * h * r_hat
         probe.positions[1] += sign * 0.5 * h * r_hat
         energies.append(probe.get_potential_energy())
-    assert f == pytest.approx(-(energies[0] - energies[1]) / h, abs=2e-5)
+    assert f == pytest.approx(-(energies[0] - energies[1]) / (2 * h), abs=2e-5)  # r changes by +-h
 
 
 @needs_data
