@@ -30,10 +30,9 @@ GFN1-xTB, so its RDFs are compared with GFN1-xTB first and with experiment secon
 (``examples/aqueous_nacl_md.py`` does both). The shipped dataset was made with::
 
     OMP_NUM_THREADS=1 python -m hybridpot.reference_data.aqueous_nacl --output hybridpot/data/aqueous_nacl.extxyz.gz --seed 0
-    OMP_NUM_THREADS=1 python -m hybridpot.reference_data.aqueous_nacl --from-model runs/aqueous_nacl_round0/aqueous_nacl_4G.pt \\
-        --output hybridpot/data/aqueous_nacl_model_md.extxyz.gz --seed 1
 
-(timings in ``hybridpot/data/README.md``).
+(26 min CPU); the active-learning rounds (``--from-model``, seeds 1 and 3) and the distorted-water
+boxes (``--distorted 30 --seed 2``) as listed in ``hybridpot/data/README.md``.
 
 .. [1] S. Grimme, C. Bannwarth, P. Shushkov, J. Chem. Theory Comput. 13, 1989 (2017).
 .. [2] X. Wu, H. Elgabarty, ..., T. D. Kühne, "Benchmarking semi-empirical quantum chemical methods on
