@@ -66,3 +66,48 @@ def molten_nacl_model_path() -> Path:
     """Path of the shipped 4G model trained on the NaCl clusters and the molten-NaCl data
     (made by ``examples/train_molten_nacl.py``; load with ``hybridpot.load``)."""
     return DATA_DIR / "molten_nacl_4G.pt"
+
+
+# ---------------------------------------------------------------- aqueous NaCl (issue 17, branch aq)
+__all__ += ["aqueous_nacl_path", "aqueous_nacl_model_md_path", "aqueous_nacl_distorted_path", "load_aqueous_nacl",
+            "aqueous_nacl_model_path"]
+
+
+def aqueous_nacl_path() -> Path:
+    """Path of the aqueous-NaCl dataset (1 NaCl + 32 H2O boxes, GFN1-xTB; compressed extended XYZ)."""
+    return DATA_DIR / "aqueous_nacl.extxyz.gz"
+
+
+def aqueous_nacl_model_md_path() -> Path:
+    """Path of the aqueous-NaCl active-learning frames (GFN1-xTB labels of the round-0 model's own MD)."""
+    return DATA_DIR / "aqueous_nacl_model_md.extxyz.gz"
+
+
+def aqueous_nacl_distorted_path() -> Path:
+    """Path of the aqueous-NaCl boxes with close H-H contacts (bent and approaching waters, GFN1-xTB)."""
+    return DATA_DIR / "aqueous_nacl_distorted.extxyz.gz"
+
+
+def load_aqueous_nacl(include_model_md: bool = True, include_distorted: bool = True) -> List:
+    """The aqueous-NaCl dataset (:mod:`hybridpot.reference_data.aqueous_nacl`) as ``ase.Atoms``.
+
+    Periodic 98-atom boxes (Na, Cl, then O H H per water; total charge 0) from GFN1-xTB Langevin MD
+    at 300-400 K with the ion pair in contact and separated, rattled copies,
+    (``include_model_md``) frames of a trained model's own MD (``info["source"]`` starting with
+    ``"model md"``) and (``include_distorted``) boxes with close H-H contacts (``"distorted waters"``);
+    each with GFN1-xTB energy (eV), forces (eV/Å), stress (eV/Å^3) and Mulliken
+    charges (e) at a 300 K electronic temperature.
+    """
+    import ase.io
+
+    images = ase.io.read(str(aqueous_nacl_path()), index=":", format="extxyz")
+    if include_model_md and aqueous_nacl_model_md_path().exists():
+        images += ase.io.read(str(aqueous_nacl_model_md_path()), index=":", format="extxyz")
+    if include_distorted and aqueous_nacl_distorted_path().exists():
+        images += ase.io.read(str(aqueous_nacl_distorted_path()), index=":", format="extxyz")
+    return images
+
+
+def aqueous_nacl_model_path() -> Path:
+    """Path of the shipped 4G model of aqueous NaCl (made by ``examples/train_aqueous_nacl.py``)."""
+    return DATA_DIR / "aqueous_nacl_4G.pt"
