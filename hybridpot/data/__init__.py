@@ -66,3 +66,39 @@ def molten_nacl_model_path() -> Path:
     """Path of the shipped 4G model trained on the NaCl clusters and the molten-NaCl data
     (made by ``examples/train_molten_nacl.py``; load with ``hybridpot.load``)."""
     return DATA_DIR / "molten_nacl_4G.pt"
+
+
+# ---------------------------------------------------------------- ethylammonium nitrate (EAN)
+def ethylammonium_nitrate_path() -> Path:
+    """Path of the EAN ionic-liquid dataset (GFN1-xTB, 4-ion-pair boxes; compressed extended XYZ)."""
+    return DATA_DIR / "ethylammonium_nitrate.extxyz.gz"
+
+
+def ethylammonium_nitrate_model_md_path() -> Path:
+    """Path of the EAN active-learning frames (the round-0 model's own MD, labelled with GFN1-xTB)."""
+    return DATA_DIR / "ethylammonium_nitrate_model_md.extxyz.gz"
+
+
+def ethylammonium_nitrate_model_path() -> Path:
+    """Path of the shipped 4G EAN model (``examples/train_ethylammonium_nitrate.py``; ``hybridpot.load``)."""
+    return DATA_DIR / "ethylammonium_nitrate_4G.pt"
+
+
+def load_ethylammonium_nitrate(include_model_md: bool = True) -> List:
+    """The EAN dataset (:mod:`hybridpot.reference_data.ethylammonium_nitrate`) as ``ase.Atoms``.
+
+    Periodic boxes of 4 [CH3CH2NH3][NO3] ion pairs (60 atoms) with GFN1-xTB energy (eV), forces
+    (eV/Å), stress (eV/Å^3) and Mulliken charges (e); ``info["fragments"]`` and
+    ``info["fragment_charges"]`` (each ion +1 or -1, for QEq) are rebuilt from the per-atom
+    ``arrays["ion"]``. ``include_model_md``: add the active-learning frames.
+    """
+    from ..reference_data.ethylammonium_nitrate import load_ean
+
+    images = load_ean(ethylammonium_nitrate_path())
+    if include_model_md and ethylammonium_nitrate_model_md_path().exists():
+        images += load_ean(ethylammonium_nitrate_model_md_path())
+    return images
+
+
+__all__ += ["ethylammonium_nitrate_path", "ethylammonium_nitrate_model_md_path", "ethylammonium_nitrate_model_path",
+            "load_ethylammonium_nitrate"]
