@@ -53,6 +53,7 @@ except ImportError:  # pragma: no cover - older ase
 from ase.md.verlet import VelocityVerlet
 
 import hybridpot as hp
+from hybridpot.analysis import radial_distribution
 from hybridpot.data import molten_nacl_model_path
 from hybridpot.reference_data.molten_salt import TosiFumi, nacl_box
 
@@ -62,23 +63,6 @@ def get_model(path: Optional[str]):
     if not path.exists():
         raise SystemExit(f"{path} not found; train one with: python examples/train_molten_nacl.py --install")
     return hp.load(path), path
-
-
-def rdf(frames, numbers, z1, z2, r_max, n_bins=60):
-    """Radial distribution function g_{z1 z2}(r) averaged over frames (minimum image)."""
-    edges = np.linspace(0.0, r_max, n_bins + 1)
-    hist = np.zeros(n_bins)
-    a, b = np.nonzero(numbers == z1)[0], np.nonzero(numbers == z2)[0]
-    volume = frames[0].get_volume()
-    for atoms in frames:
-        _, d = get_distances(atoms.positions[a], atoms.positions[b], cell=atoms.cell, pbc=atoms.pbc)
-        if z1 == z2:
-            d = d[np.triu_indices(len(a), k=1)]
-        hist += np.histogram(d.ravel(), bins=edges)[0]
-    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    n_pairs = len(a) * (len(a) - 1) / 2 if z1 == z2 else len(a) * len(b)
-    g = hist / len(frames) / (n_pairs / volume * shell)
-    return 0.5 * (edges[1:] + edges[:-1]), g
 
 
 def progress(dynamics, steps: int, desc: str):
@@ -196,7 +180,7 @@ def main(argv=None):
         if closest < 1.5:
             print(f"  WARNING: two ions came {closest:.2f} Å close: the model has left its training domain.")
         for (z1, z2, label), color in zip(((11, 17, "Na-Cl"), (11, 11, "Na-Na"), (17, 17, "Cl-Cl")), ("C0", "C1", "C2")):
-            r, g = rdf(run["frames"], numbers, z1, z2, r_max)
+            r, g = radial_distribution(run["frames"], z1, z2, r_max, n_bins=60)
             ax.plot(r, g, color=color, ls="-" if name == "4G model" else "--", label=f"{label} ({name})")
             print(f"  {label}: first peak at {r[np.argmax(g)]:.2f} Å (g = {g.max():.2f})")
             results[name]["peaks_A"][label] = float(r[np.argmax(g)])

@@ -75,12 +75,22 @@ class ShortRange(nn.Module):
         """Atomic energies ``[N]`` (eV) from the descriptor's features ``[N, F]`` (and the charges
         ``[N]`` e of a 4G model): the networks' part of :meth:`forward` (the whole-model export
         computes the features once for this term and the charge model)."""
-        if self.use_charges:
-            if charges is None:
-                raise ValueError("this ShortRange uses charges as input, but no charges were given")
-            n_feat = torch.as_tensor(self.descriptor.n_features, device=features.device)
-            column = n_feat[self.descriptor.slots(numbers)].unsqueeze(1)
-            features = torch.cat([features, features.new_zeros(features.shape[0], 1)], dim=1)
-            features = features.scatter(1, column, charges.to(features.dtype).unsqueeze(1))
-        energies = self.nets(features, numbers).squeeze(1)
+        return self.energies_from_inputs(self.network_inputs(features, numbers, charges), numbers)
+
+    def network_inputs(self, features: torch.Tensor, numbers: torch.Tensor,
+                       charges: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The networks' inputs ``[N, F_max (+1)]``: the features, with each atom's charge (e) in the
+        column after its element's features for a 4G model."""
+        if not self.use_charges:
+            return features
+        if charges is None:
+            raise ValueError("this ShortRange uses charges as input, but no charges were given")
+        n_feat = torch.as_tensor(self.descriptor.n_features, device=features.device)
+        column = n_feat[self.descriptor.slots(numbers)].unsqueeze(1)
+        features = torch.cat([features, features.new_zeros(features.shape[0], 1)], dim=1)
+        return features.scatter(1, column, charges.to(features.dtype).unsqueeze(1))
+
+    def energies_from_inputs(self, inputs: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``[N]`` (eV) from the networks' inputs (:meth:`network_inputs`)."""
+        energies = self.nets(inputs, numbers).squeeze(1)
         return energies + self.atomic_energy_offset.to(energies.dtype)[numbers]

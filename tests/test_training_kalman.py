@@ -27,16 +27,21 @@ def predictions_and_jacobian(net, x):
     return y.detach(), torch.stack(columns, dim=1)
 
 
-def test_matches_a_dense_textbook_extended_kalman_filter():
-    """Five updates of a tiny tanh network, two observations each, against the textbook EKF
-    K = P H (H^T P H + R)^-1, w += K xi, P = (I - K H^T) P + Q, written with numpy."""
+@pytest.mark.parametrize("storage", ["upper", "dense"])
+@pytest.mark.parametrize("m", [1, 2])
+def test_matches_a_dense_textbook_extended_kalman_filter(m, storage):
+    """Five updates of a tiny tanh network, m observations each, against the textbook EKF
+    K = P H (H^T P H + R)^-1, w += K xi, P = (I - K H^T) P + Q, written with numpy; with P as the
+    upper triangle for the symmetric BLAS (CPU) and as a dense torch tensor (the GPU's path)."""
     net = tiny_network()
     g = torch.Generator().manual_seed(1)
-    xs = [torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(5)]
-    targets = [torch.randn(2, generator=g, dtype=torch.float64) for _ in range(5)]
+    xs = [torch.randn(m, 3, generator=g, dtype=torch.float64) for _ in range(5)]
+    targets = [torch.randn(m, generator=g, dtype=torch.float64) for _ in range(5)]
     epsilon, q0, q_tau, eta0, eta_tau, updates_per_epoch = 0.01, 0.01, 2.302, 1e-3, 2.302, 5
     kf = KalmanFilter(net.parameters(), updates_per_epoch=updates_per_epoch, epsilon=epsilon, q0=q0, q_tau=q_tau,
                       q_min=1e-30, eta=eta0, eta_tau=eta_tau, eta_max=1e6)
+    if storage == "dense":
+        kf._dense, kf._upper = kf.P.clone(), None
 
     ref_net = tiny_network()
     n = sum(p.numel() for p in ref_net.parameters())
@@ -48,7 +53,7 @@ def test_matches_a_dense_textbook_extended_kalman_filter():
         q_k = q0 * math.exp(-k * q_tau / updates_per_epoch)
         eta_k = eta0 * math.exp((k + 1) * eta_tau / updates_per_epoch)
         y_ref, H_ref = (a.numpy() for a in predictions_and_jacobian(ref_net, x))
-        R = np.eye(2) / eta_k
+        R = np.eye(m) / eta_k
         K = P @ H_ref @ np.linalg.inv(H_ref.T @ P @ H_ref + R)
         P = (np.eye(n) - K @ H_ref.T) @ P + q_k * np.eye(n)
         w = np.concatenate([p.detach().numpy().ravel() for p in ref_net.parameters()]) + K @ (t.numpy() - y_ref)

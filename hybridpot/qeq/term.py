@@ -325,7 +325,7 @@ class ChargeEquilibration(nn.Module):
             # partially periodic: slabs only (pbc True, True, False; checked by periodic_operator_inputs)
             periodic = bool(system.periodic[s])
             slab = periodic and is_slab(system.pbc[s])
-            use_mf = periodic and (self.solver == "matrix_free" or (self.solver == "auto" and b - a >= self.matrix_free_min_atoms))
+            use_mf = self.uses_matrix_free(system, s)
             if use_mf:
                 inputs, _, _, params = periodic_operator_inputs(system, graph, sigma, s, self.params)
                 positions, cell, pair_i, pair_j, distances, sig = inputs
@@ -348,15 +348,7 @@ class ChargeEquilibration(nn.Module):
                 energy = functools.partial(_matrix_free_energy, inputs, params, self.periodic_method,
                                            chi[a:b], diag[a:b], q, slab)
             else:
-                if periodic:
-                    op, _, _ = periodic_operator(system, graph, sigma, s, self.params, "ewald")
-                    # slabs: the dipole correction's total-charge terms (a large negative 1 1^T part
-                    # of its matrix) become a linear term and a constant, exact on the constraint
-                    # space; the matrix keeps only the PSD rank-1 dipole Hessian (SPD for Cholesky)
-                    c, linear, constant = op.dense_constrained(t_local.sum())
-                else:
-                    c = direct_coulomb_matrix(system.positions[a:b], sigma[a:b])
-                    linear = constant = None
+                c, linear, constant = self.dense_coulomb(system, graph, sigma, s, t_local)
                 if linear is None:
                     q, energy = solve_qeq_dense(c + torch.diag(diag[a:b]), chi[a:b], g_local, t_local)
                 else:
@@ -367,6 +359,26 @@ class ChargeEquilibration(nn.Module):
             energies.append(energy)
         self._last_energies = energies
         return torch.cat(charges), sigma
+
+    def dense_coulomb(self, system: AtomicSystem, graph: Graph, sigma: torch.Tensor, s: int,
+                      totals: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(C [n, n] eV/e^2, linear [n] eV/e or None, constant eV or None)`` of structure ``s`` for the dense
+        solve: the Gaussian Coulomb matrix (Ewald for periodic cells, direct for clusters), without the
+        diagonal hardness and self terms; ``totals`` are the structure's constraint totals (e)."""
+        a, b = int(system.ptr[s]), int(system.ptr[s + 1])
+        if bool(system.periodic[s]):
+            op, _, _ = periodic_operator(system, graph, sigma, s, self.params, "ewald")
+            # slabs: the dipole correction's total-charge terms (a large negative 1 1^T part
+            # of its matrix) become a linear term and a constant, exact on the constraint
+            # space; the matrix keeps only the PSD rank-1 dipole Hessian (SPD for Cholesky)
+            return op.dense_constrained(totals.sum())
+        return direct_coulomb_matrix(system.positions[a:b], sigma[a:b]), None, None
+
+    def uses_matrix_free(self, system: AtomicSystem, s: int) -> bool:
+        """Whether structure ``s`` is solved matrix-free (periodic, and ``solver`` or its size says so)."""
+        n = int(system.ptr[s + 1]) - int(system.ptr[s])
+        return bool(system.periodic[s]) and (
+            self.solver == "matrix_free" or (self.solver == "auto" and n >= self.matrix_free_min_atoms))
 
     def _check_total_charges(self, system: AtomicSystem) -> None:
         """``ValueError`` for a non-finite total or fragment charge; :class:`TotalChargeWarning` for

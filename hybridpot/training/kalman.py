@@ -27,14 +27,24 @@ Cost: ``P`` is dense, ``n^2`` float64 numbers (n = 1000 weights: 8 MB; 10^4: 800
 update costs ``O(n^2 m)``: the filter is for the small networks of Behler-Parrinello
 potentials, as in n2p2. The state (P, q, eta, lambda, counters) is in :meth:`state_dict`
 so that a resumed run continues bit for bit.
+
+On the CPU, ``P`` is kept as the upper triangle of a Fortran-ordered float64 array and updated with
+LAPACK's symmetric level-2/3 BLAS (``dsymv``/``dsymm`` for ``P H``, ``dsyr``/``dsyrk`` for the rank-m
+downdate), which read and write half of what the dense products do. Measured for n = 1472, m = 1 on the
+2-core machine, one BLAS thread: 0.84 ms per update against 1.9-2.5 ms for torch's dense ``P @ H`` and
+``addmm_``. SciPy's OpenBLAS must run on one thread for this (with its default two it took 15 ms:
+its threads spin against the training's), which :meth:`one_blas_thread` arranges around a loop of updates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, Iterable, List, Optional
 
+import numpy as np
 import torch
+from scipy.linalg import blas, solve_triangular
 
 __all__ = ["KalmanFilter"]
 
@@ -94,7 +104,12 @@ class KalmanFilter:
         self.kind = kind
         self.n = sum(p.numel() for p in self.params)
         device = self.params[0].device
-        self.P = torch.eye(self.n, dtype=torch.float64, device=device) / epsilon
+        # CPU: the upper triangle of a Fortran-ordered array for the symmetric BLAS (module docstring)
+        self._upper: Optional[np.ndarray] = None
+        if device.type == "cpu":
+            self._upper = np.asfortranarray(np.eye(self.n) / epsilon)
+        else:
+            self._dense = torch.eye(self.n, dtype=torch.float64, device=device) / epsilon
         self.q, self.q_min = float(q0), float(q_min)
         self.q_decay = math.exp(-float(q_tau) / updates_per_epoch)
         self.eta = float(eta)
@@ -104,6 +119,32 @@ class KalmanFilter:
             self.eta_growth, self.eta_max = math.exp(float(eta_tau) / updates_per_epoch), float(eta_max)
         self.lam, self.nu = float(lam), float(nu)
         self.n_updates = 0
+
+    # ----------------------------------------------------------------------------- P
+    @property
+    def P(self) -> torch.Tensor:
+        """The covariance ``P`` ``[n, n]`` (a full symmetric float64 copy on the CPU)."""
+        if self._upper is None:
+            return self._dense
+        upper = np.triu(self._upper)
+        return torch.from_numpy(upper + np.triu(upper, 1).T)
+
+    @P.setter
+    def P(self, value: torch.Tensor) -> None:
+        if self._upper is None:
+            self._dense = value.to(dtype=torch.float64, device=self._dense.device).clone()
+        else:
+            self._upper = np.array(value.detach().to(device="cpu", dtype=torch.float64).numpy(), order="F")
+
+    @staticmethod
+    def one_blas_thread():
+        """Context in which SciPy's BLAS runs on one thread (see the module docstring); a no-op without
+        threadpoolctl."""
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
 
     # ----------------------------------------------------------------------------- state vector
     def flat_parameters(self) -> torch.Tensor:
@@ -139,8 +180,9 @@ class KalmanFilter:
             ``d prediction / d w``, ``[n, m]`` (or ``[n]`` for one observation), in the order of
             :meth:`flat_parameters`.
         """
-        xi = torch.as_tensor(errors, dtype=torch.float64, device=self.P.device).reshape(-1)
-        H = torch.as_tensor(jacobian, dtype=torch.float64, device=self.P.device)
+        device = "cpu" if self._upper is not None else self._dense.device
+        xi = torch.as_tensor(errors, dtype=torch.float64, device=device).reshape(-1)
+        H = torch.as_tensor(jacobian, dtype=torch.float64, device=device)
         if H.dim() == 1:
             H = H.unsqueeze(1)
         if H.shape != (self.n, xi.shape[0]):
@@ -149,30 +191,62 @@ class KalmanFilter:
         if not (bool(torch.isfinite(xi).all()) and bool(torch.isfinite(H).all())):
             raise FloatingPointError("Kalman filter update with non-finite errors or Jacobian (diverged training: "
                                      "lower kalman eta or q0, or check the reference data)")
-        X = self.P @ H
-        A = H.T @ X
-        if self.kind == "standard":
-            if self.eta < self.eta_max:
-                self.eta *= self.eta_growth
-            A.diagonal().add_(1.0 / self.eta)
+        if self._upper is not None:
+            delta = self._step_upper(xi.cpu().numpy(), H.cpu().numpy())
+            self._add_to_parameters(torch.from_numpy(delta))
         else:
-            A.diagonal().add_(self.lam)
+            self._step_dense(xi, H)
+        if self.q > self.q_min:
+            self.q *= self.q_decay
+        if self.kind == "fading_memory":
+            self.lam = self.nu * self.lam + 1.0 - self.nu
+        self.n_updates += 1
+
+    def _step_dense(self, xi: torch.Tensor, H: torch.Tensor) -> None:
+        """The update with torch's dense products (GPU)."""
+        P = self._dense
+        X = P @ H
+        A = H.T @ X
+        A.diagonal().add_(self._noise())
         # With A = L L^T (Cholesky) and B = X L^-T: K X^T = X A^-1 X^T = B B^T and K xi = B L^-1 xi.
         # The rank-m product B B^T is symmetric to the last bit, so P stays symmetric without the
         # transposed copy that symmetrising costs; addmm_ updates P in place (no n x n temporary).
         # Measured for n = 1472 weights, m = 1: 36 ms -> 4 ms per update.
         L = torch.linalg.cholesky(A)
         B = torch.linalg.solve_triangular(L, X.T, upper=False).T  # [n, m]
-        self.P.addmm_(B, B.T, alpha=-1.0)
+        P.addmm_(B, B.T, alpha=-1.0)
         if self.kind == "fading_memory":
-            self.P.div_(self.lam)
-        self.P.diagonal().add_(self.q)
+            P.div_(self.lam)
+        P.diagonal().add_(self.q)
         self._add_to_parameters(B @ torch.linalg.solve_triangular(L, xi.unsqueeze(1), upper=False).squeeze(1))
-        if self.q > self.q_min:
-            self.q *= self.q_decay
+
+    def _noise(self) -> float:
+        """The measurement-noise term on the diagonal of ``A`` (advances eta first, as n2p2)."""
+        if self.kind == "standard":
+            if self.eta < self.eta_max:
+                self.eta *= self.eta_growth
+            return 1.0 / self.eta
+        return self.lam
+
+    def _step_upper(self, xi: np.ndarray, H: np.ndarray) -> np.ndarray:
+        """The update on the upper triangle of ``P`` with the symmetric BLAS; returns ``K xi`` ``[n]``."""
+        P, m = self._upper, H.shape[1]
+        X = blas.dsymv(1.0, P, H[:, 0], lower=0)[:, None] if m == 1 else blas.dsymm(1.0, P, H, side=0, lower=0)
+        A = H.T @ X
+        A[np.diag_indices(m)] += self._noise()
+        # A = L L^T, B = X L^-T: K X^T = B B^T (a symmetric downdate) and K xi = B L^-1 xi
+        L = np.linalg.cholesky(A)
+        B = solve_triangular(L, X.T, lower=True).T  # [n, m]
+        # in place: P is Fortran-ordered float64 (the P setter keeps it so); the result is P itself
+        if m == 1:
+            P = blas.dsyr(-1.0, B[:, 0], lower=0, a=P, overwrite_a=1)
+        else:
+            P = blas.dsyrk(-1.0, B, beta=1.0, c=P, trans=0, lower=0, overwrite_c=1)
+        self._upper = P
         if self.kind == "fading_memory":
-            self.lam = self.nu * self.lam + 1.0 - self.nu
-        self.n_updates += 1
+            P /= self.lam
+        P[np.diag_indices(self.n)] += self.q
+        return B @ solve_triangular(L, xi, lower=True)
 
     # ----------------------------------------------------------------------------- resume
     def state_dict(self) -> Dict[str, object]:
@@ -187,6 +261,6 @@ class KalmanFilter:
                              f"[{self.n}, {self.n}] (a different network?)")
         if state.get("kind", self.kind) != self.kind:
             raise ValueError(f"Kalman filter state is of kind {state['kind']!r}, this filter is {self.kind!r}")
-        self.P = P.to(dtype=torch.float64, device=self.P.device).clone()
+        self.P = P  # the setter copies (and keeps the CPU storage Fortran-ordered)
         self.q, self.eta, self.lam = float(state["q"]), float(state["eta"]), float(state["lam"])
         self.n_updates = int(state["n_updates"])

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..neighbors import build_graph
 from .dataset import AtomsDataset, collate
 from .kalman import KalmanFilter
+from .kalman_inputs import FROZEN_INPUTS_LIMIT, FrozenChargeInputs, FrozenInputs, frozen_charge_model, short_range_term_name
 
 __all__ = ["KalmanSettings", "KalmanEpochs"]
 
@@ -150,6 +151,18 @@ class KalmanEpochs:
             self.n_force = round(settings.force_fraction * n_components / max(settings.forces_per_update, 1)) \
                 if train.has("forces") else 0
         self.updates_per_epoch = self.n_energy + self.n_force + self.n_charge
+        # energy stage: the networks' inputs and everything else frozen per structure (kalman_inputs.py),
+        # where the stored input derivatives fit in FROZEN_INPUTS_LIMIT
+        self._frozen: Dict[int, tuple] = {}
+        self.frozen_term = short_range_term_name(model, self.params) if stage == "energy" else None
+        if self.frozen_term is not None:
+            short = model.terms()[self.frozen_term]
+            n_inputs = max(short.nets.n_inputs.values())
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            total = sum(FrozenInputs.nbytes(s.n_atoms, n_inputs, itemsize) for s in train.samples if s.forces is not None)
+            if total > FROZEN_INPUTS_LIMIT:
+                self.frozen_term = None
+        self.frozen_charges = frozen_charge_model(model, self.params, train) if stage == "charges" else None
         if self.updates_per_epoch == 0:
             raise ValueError(f"Kalman {stage} stage has no updates: check the reference data and the fractions")
         self.filter = KalmanFilter(
@@ -162,12 +175,28 @@ class KalmanEpochs:
         batch = collate([self.train.samples[index]], index=[index])
         return batch.with_energy_offsets(self.offsets).to(device=self.device, dtype=self.dtype)
 
+    def _frozen_inputs(self, index: int) -> tuple:
+        """``(FrozenInputs, reference energy eV, n_atoms, reference forces [3N] or None)`` of a structure."""
+        if index not in self._frozen:
+            batch = self._batch(index)
+            has_forces = batch.forces is not None and self.n_force > 0
+            frozen = FrozenInputs(self.model, self.frozen_term, batch, need_forces=has_forces)
+            forces = batch.forces.reshape(-1).to(torch.float64) if has_forces else None
+            self._frozen[index] = (frozen, float(batch.energy[0]), float(batch.n_atoms[0]), forces)
+        return self._frozen[index]
+
     def _gradient(self, value: torch.Tensor, retain_graph: bool) -> torch.Tensor:
         grads = torch.autograd.grad(value, self.params, retain_graph=retain_graph, allow_unused=True)
         return self.filter.flat_gradients(grads)
 
     def energy_observation(self, index: int):
         """``(errors [1], jacobian [n, 1])`` of the energy (per atom) of structure ``index``."""
+        if self.frozen_term is not None:
+            frozen, reference, n_atoms, _ = self._frozen_inputs(index)
+            scale = (n_atoms if self.settings.per_atom_energy else 1.0) * self.settings.energy_unit
+            energy = frozen.energy(self.model.terms()[self.frozen_term]) / scale
+            column = self._gradient(energy, retain_graph=False)
+            return torch.tensor([reference / scale - float(energy.detach())], dtype=torch.float64), column.unsqueeze(1)
         batch = self._batch(index)
         n_atoms = float(batch.n_atoms[0]) if self.settings.per_atom_energy else 1.0
         n_atoms *= self.settings.energy_unit
@@ -180,11 +209,16 @@ class KalmanEpochs:
 
     def force_observation(self, index: int, components: torch.Tensor):
         """Force components ``components`` (flat indices ``3 * atom + xyz``) of structure ``index``."""
-        batch = self._batch(index)
-        pred = self.model(batch.system, compute_forces=True, compute_stress=False, create_graph=True,
-                          neighbors=batch.neighbors)
-        forces = pred["forces"].reshape(-1)[components]
-        reference = batch.forces.reshape(-1)[components].to(torch.float64)
+        if self.frozen_term is not None:
+            frozen, _, _, reference = self._frozen_inputs(index)
+            forces = frozen.forces(self.model.terms()[self.frozen_term], components)
+            reference = reference[components]
+        else:
+            batch = self._batch(index)
+            pred = self.model(batch.system, compute_forces=True, compute_stress=False, create_graph=True,
+                              neighbors=batch.neighbors)
+            forces = pred["forces"].reshape(-1)[components]
+            reference = batch.forces.reshape(-1)[components].to(torch.float64)
         # errors in energy_unit / length_unit, weighted
         w = self.settings.force_weight * self.settings.length_unit / self.settings.energy_unit
         columns = [self._gradient(forces[k], retain_graph=k + 1 < forces.shape[0]) for k in range(forces.shape[0])]
@@ -193,10 +227,19 @@ class KalmanEpochs:
 
     def charge_observation(self, index: int):
         """Charge update: n2p2's norm of the charge errors (target 0) and its gradient, or every charge."""
-        batch = self._batch(index)
-        graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
-        charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
-        diff = charges - batch.charges.to(charges.dtype)
+        if self.frozen_charges is not None:
+            if index not in self._frozen:
+                batch = self._batch(index)
+                self._frozen[index] = (FrozenChargeInputs(self.frozen_charges, batch, self.model.cutoff),
+                                       batch.charges)
+            frozen, reference = self._frozen[index]
+            charges = frozen.charges(self.frozen_charges)
+        else:
+            batch = self._batch(index)
+            graph = build_graph(batch.system, batch.neighbors, cutoff=self.model.cutoff)
+            charges, _ = self.model.charges(batch.system, graph)  # the charge term alone (stage 1)
+            reference = batch.charges
+        diff = charges - reference.to(charges.dtype)
         if self.settings.charge_observations == "atoms":
             columns = [self._gradient(charges[k], retain_graph=k + 1 < charges.shape[0])
                        for k in range(charges.shape[0])]
@@ -237,6 +280,13 @@ class KalmanEpochs:
         """Perform one epoch of updates; returns counts and the RMS of the update errors."""
         squares: Dict[str, List[float]] = {"energy": [], "forces": [], "charges": []}
         plan = self._plan()
+        with self.filter.one_blas_thread():
+            self._run_updates(plan, squares, progress, description)
+        # update errors in the filter's units (energy_unit per atom or structure, energy_unit/length_unit)
+        return {f"kalman_{k}_update_rmse": math.sqrt(sum(v) / len(v)) for k, v in squares.items() if v}
+
+    def _run_updates(self, plan: List[tuple], squares: Dict[str, List[float]], progress: bool,
+                     description: str) -> None:
         for update in tqdm(plan, desc=description, disable=not progress, leave=False, unit="update"):
             kind, index = update[0], update[1]
             if kind == "energy":
@@ -253,8 +303,6 @@ class KalmanEpochs:
             if kind == "forces":
                 scale = self.settings.force_weight * self.settings.length_unit / self.settings.energy_unit
             squares[kind] += (errors / scale).pow(2).tolist()
-        # update errors in the filter's units (energy_unit per atom or structure, energy_unit/length_unit)
-        return {f"kalman_{k}_update_rmse": math.sqrt(sum(v) / len(v)) for k, v in squares.items() if v}
 
     # ----------------------------------------------------------------------------- resume
     def state_dict(self) -> dict:
