@@ -107,10 +107,10 @@ def ean_box(
 ) -> Atoms:
     """A periodic cubic box of ``n_pairs`` EAN ion pairs at ``density`` (g/cm^3), unrelaxed.
 
-    Ion centres sit on a simple-cubic lattice of ``2 n_pairs`` sites (rounded up to m^3 sites, m even
-    where possible) with cations and anions alternating like rock salt; each ion gets a random
-    orientation, redrawn until no two atoms of different ions are closer than ``min_distance`` (Å,
-    minimum image).
+    Ion centres sit on the sites of an m x m x m simple-cubic lattice (m^3 >= 2 n_pairs; filled in order
+    where m^3 > 2 n_pairs, so 4 and 13 pairs fill it evenly), cations and anions alternating like rock
+    salt; each ion gets a random orientation; ions are placed one at a time, each orientation redrawn until the ion's atoms are at least
+    ``min_distance`` (Å, minimum image) from those of the ions placed before.
 
     Returns
     -------
@@ -127,8 +127,6 @@ def ean_box(
     parity = sites.sum(axis=1).astype(int) % 2
     cation_sites = sites[parity == 0][:n_pairs]
     anion_sites = sites[parity == 1][:n_pairs]
-    if len(cation_sites) < n_pairs or len(anion_sites) < n_pairs:
-        raise ValueError(f"a {m}^3 lattice has no room for {n_pairs} pairs; choose n_pairs = 4 (2^3 sites) or 13 (3^3)")
     spacing = length / m
     cat_symbols, cat_positions = _ion(ETHYLAMMONIUM)
     an_symbols, an_positions = _ion(NITRATE)
@@ -141,17 +139,23 @@ def ean_box(
         ion_index += [k] * len(sym)
     ion_index_arr = np.array(ion_index)
     cell = np.eye(3) * length
-    for _ in range(max_tries):
-        positions = np.concatenate([
-            Rotation.random(random_state=int(rng.integers(2**31))).apply(pos) + (site + 0.5) * spacing
-            for _, pos, site in templates
-        ])
-        atoms = Atoms(symbols, positions=positions, cell=cell, pbc=True)
-        if closest_intermolecular(atoms, ion_index_arr) >= min_distance:
-            break
-    else:
-        raise RuntimeError(f"no orientation with intermolecular contacts >= {min_distance} Å in {max_tries} tries; "
-                           "lower min_distance or the density")
+    from ase.geometry import get_distances
+
+    placed: List[np.ndarray] = []
+    for k, (_, pos, site) in enumerate(templates):
+        # one ion at a time: redraw its orientation until it keeps min_distance from the ions placed so far
+        for _ in range(max_tries):
+            trial = Rotation.random(random_state=int(rng.integers(2**31))).apply(pos) + (site + 0.5) * spacing
+            if not placed:
+                break
+            _, d = get_distances(trial, np.concatenate(placed), cell=cell, pbc=True)
+            if d.min() >= min_distance:
+                break
+        else:
+            raise RuntimeError(f"no orientation of ion {k} keeps {min_distance} Å from the others in {max_tries} tries; "
+                               "lower min_distance or the density")
+        placed.append(trial)
+    atoms = Atoms(symbols, positions=np.concatenate(placed), cell=cell, pbc=True)
     atoms.wrap()
     atoms.arrays["ion"] = ion_index_arr
     atoms.info["ion_charges"] = np.array([1.0] * n_pairs + [-1.0] * n_pairs)
