@@ -24,7 +24,7 @@ Reference method on the model's own trajectory (needs tblite):
 
 * ``--check-xtb N``: GFN1-xTB single points on N NVE frames: energy offset and spread, force RMSE
   against the reference forces' RMS, charge RMSE against the Mulliken charges and the Mulliken per-ion sums.
-* ``--xtb-md-steps N``: N steps (0.5 fs) of GFN1-xTB Langevin MD of the same box at the same temperature,
+* ``--xtb-md-steps N``: N steps (1 fs) of GFN1-xTB Langevin MD of the same box at the same temperature,
   started from the model's last frame: its RDFs are plotted next to the model's (dashed) and its
   first shells printed (about 1 s per step on one core for 60 atoms).
 
@@ -174,14 +174,14 @@ def check_against_xtb(model, frames: List[Atoms], n_frames: int) -> dict:
 
 
 def xtb_md(start: Atoms, temperature: float, steps: int, seed: int) -> List[Atoms]:
-    """GFN1-xTB Langevin MD (0.5 fs, friction 0.01/fs) of ``start`` (positions and velocities kept);
-    frames every 5 fs (needs tblite)."""
+    """GFN1-xTB Langevin MD (1 fs steps, as in the reference sampling; friction 0.01/fs) of ``start``
+    (positions and velocities kept); frames every 5 fs (needs tblite)."""
     from hybridpot.reference_data.ethylammonium_nitrate import ReferenceCalculator
 
     work = start.copy()
     work.set_constraint(FixCom())
     work.calc = ReferenceCalculator()
-    dyn = Langevin(work, timestep=0.5 * units.fs, temperature_K=temperature, friction=0.01 / units.fs, fixcm=False,
+    dyn = Langevin(work, timestep=1.0 * units.fs, temperature_K=temperature, friction=0.01 / units.fs, fixcm=False,
                    rng=np.random.RandomState(seed))
     frames: List[Atoms] = []
 
@@ -191,7 +191,7 @@ def xtb_md(start: Atoms, temperature: float, steps: int, seed: int) -> List[Atom
         f.set_constraint()
         frames.append(f)
 
-    dyn.attach(store, interval=int(round(FRAME_EVERY_FS / 0.5)))
+    dyn.attach(store, interval=int(round(FRAME_EVERY_FS)))
     dyn.run(steps)
     return frames[1:]
 

@@ -103,14 +103,15 @@ def ean_box(
     rng: Optional[np.random.Generator] = None,
     density: float = EAN_DENSITY,
     min_distance: float = 1.8,
-    max_tries: int = 2000,
+    max_tries: int = 100,
 ) -> Atoms:
     """A periodic cubic box of ``n_pairs`` EAN ion pairs at ``density`` (g/cm^3), unrelaxed.
 
     Ion centres sit on the sites of an m x m x m simple-cubic lattice (m^3 >= 2 n_pairs; filled in order
     where m^3 > 2 n_pairs, so 4 and 13 pairs fill it evenly), cations and anions alternating like rock
-    salt; each ion gets a random orientation; ions are placed one at a time, each orientation redrawn until the ion's atoms are at least
-    ``min_distance`` (Å, minimum image) from those of the ions placed before.
+    salt; each ion gets a random orientation; ions are placed one at a time, each orientation redrawn (up to
+    200 times) until the ion's atoms are at least ``min_distance`` (Å, minimum image) from those of the ions
+    placed before; a placement that gets stuck starts again (up to ``max_tries`` times).
 
     Returns
     -------
@@ -142,19 +143,25 @@ def ean_box(
     from ase.geometry import get_distances
 
     placed: List[np.ndarray] = []
-    for k, (_, pos, site) in enumerate(templates):
-        # one ion at a time: redraw its orientation until it keeps min_distance from the ions placed so far
-        for _ in range(max_tries):
-            trial = Rotation.random(random_state=int(rng.integers(2**31))).apply(pos) + (site + 0.5) * spacing
-            if not placed:
+    for _ in range(max_tries):  # whole placements; a placement that gets stuck starts again
+        placed = []
+        for _, pos, site in templates:
+            # one ion at a time: redraw its orientation until it keeps min_distance from the ions placed so far
+            for _ in range(200):
+                trial = Rotation.random(random_state=int(rng.integers(2**31))).apply(pos) + (site + 0.5) * spacing
+                if not placed:
+                    break
+                _, d = get_distances(trial, np.concatenate(placed), cell=cell, pbc=True)
+                if d.min() >= min_distance:
+                    break
+            else:
                 break
-            _, d = get_distances(trial, np.concatenate(placed), cell=cell, pbc=True)
-            if d.min() >= min_distance:
-                break
-        else:
-            raise RuntimeError(f"no orientation of ion {k} keeps {min_distance} Å from the others in {max_tries} tries; "
-                               "lower min_distance or the density")
-        placed.append(trial)
+            placed.append(trial)
+        if len(placed) == len(templates):
+            break
+    else:
+        raise RuntimeError(f"no placement of the ions keeps {min_distance} Å between ions in {max_tries} tries; "
+                           "lower min_distance or the density")
     atoms = Atoms(symbols, positions=np.concatenate(placed), cell=cell, pbc=True)
     atoms.wrap()
     atoms.arrays["ion"] = ion_index_arr
@@ -319,6 +326,7 @@ def generate_ean_dataset(
     rattle_sigma: float = 0.05,
     relax_steps: int = 30,
     progress: bool = True,
+    checkpoint=None,
 ) -> List[Atoms]:
     """EAN boxes with GFN1-xTB labels (see the module docstring).
 
@@ -328,9 +336,12 @@ def generate_ean_dataset(
     frames ``interval`` steps apart (``source`` "xtb md <T> K"; each MD step is a GFN1-xTB single
     point, so the frames cost nothing extra), and ``rattles_per_state`` copies of MD frames with Gaussian
     displacements ``rattle_sigma`` (Å), labelled (``source`` "rattled"). Every random number comes from
-    ``numpy.random.default_rng(seed)``.
+    ``numpy.random.default_rng(seed)``. ``checkpoint``: a path the structures so far are written to after
+    each state.
     """
     from tqdm.auto import tqdm
+
+    from .nacl_clusters import write_dataset
 
     rng = np.random.default_rng(seed)
     images: List[Atoms] = []
@@ -353,6 +364,8 @@ def generate_ean_dataset(
                           source=f"rattled {rattle_sigma:.2f} {temperature:.0f} K {density:.2f} g/cm3")
             rattled.append(r)
         images += label(rattled, progress=False)
+        if checkpoint is not None:
+            write_dataset(images, checkpoint)
     return images
 
 
@@ -442,7 +455,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         images = generate_ean_dataset(seed=args.seed, states=((1.21, 350.0),), frames_per_state=2, interval=2,
                                       equilibration=2, rattles_per_state=1, relax_steps=2)
     else:
-        images = generate_ean_dataset(seed=args.seed, frames_per_state=args.frames_per_state)
+        images = generate_ean_dataset(seed=args.seed, frames_per_state=args.frames_per_state,
+                                      checkpoint=str(args.output) + ".partial.extxyz")
     write_dataset(images, args.output)
     print(f"wrote {len(images)} structures to {args.output} ({time.time() - t0:.0f} s wall, "
           f"{time.process_time() - c0:.0f} s CPU)")
