@@ -62,6 +62,7 @@ def main(argv=None):
     parser.add_argument("--charge-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energies (forces: 1)")
     parser.add_argument("--output", default="runs/ean_training")
     parser.add_argument("--no-model-md", action="store_true", help="leave out the active-learning frames (round 0)")
     parser.add_argument("--install", action="store_true", help="copy the model to hybridpot/data/ethylammonium_nitrate_4G.pt")
@@ -74,7 +75,7 @@ def main(argv=None):
     print(f"{len(train)} train, {len(validation)} validation, {len(test)} test structures")
     config = TrainingConfig(epochs=args.epochs, charge_epochs=args.charge_epochs, lr=args.lr, charge_lr=args.lr,
                             batch_size=args.batch_size, early_stopping_patience=args.epochs, threads=1,
-                            weights={"energy": 1.0, "forces": 1.0},
+                            weights={"energy": args.energy_weight, "forces": 1.0},
                             scheduler=SchedulerConfig(kind="plateau", min_lr=1e-4))
     t0, c0 = time.perf_counter(), time.process_time()
     model = Trainer(model, train, validation, config=config, directory=args.output).fit()

@@ -373,19 +373,25 @@ def model_snapshots(
     model,
     states: Sequence[Tuple[float, float]] = ((1.21, 350.0), (1.21, 450.0)),
     n_pairs: int = 4,
-    snapshots_per_state: int = 15,
+    snapshots_per_state: int = 20,
     seed: int = 1,
-    equilibration_steps: int = 400,
-    interval: int = 40,
+    equilibration_steps: int = 100,
+    interval: int = 20,
     timestep_fs: float = 0.5,
+    min_distance: float = 0.75,
+    max_force: float = 20.0,
     progress: bool = True,
 ) -> List[Atoms]:
     """Active learning: frames of a trained model's own Langevin MD of EAN boxes, labelled with GFN1-xTB.
 
     Per (density g/cm^3, temperature K): a new random box, ``equilibration_steps`` of Langevin MD with
-    ``model`` (QEq with the per-ion fragment charges +-1; ``timestep_fs``, friction 0.01/fs), then
-    ``snapshots_per_state`` frames ``interval`` steps apart, each labelled with GFN1-xTB
-    (``source`` "model md <T> K <rho> g/cm3")."""
+    ``model`` (QEq with the per-ion fragment charges +-1; ``timestep_fs``, friction 0.01/fs), then up to
+    ``snapshots_per_state`` frames ``interval`` steps apart (``source`` "model md <T> K <rho> g/cm3").
+    A first-round model can break molecules apart in its own MD: a state ends at the first frame with two
+    atoms closer than ``min_distance`` (Å; that frame is kept) or when the model fails (overlapping
+    atoms); those last frames are where the model is most wrong. Labelled frames whose largest GFN1-xTB
+    force component exceeds ``max_force`` (eV/Å) are dropped (they would dominate the force loss).
+    """
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
@@ -403,15 +409,21 @@ def model_snapshots(
         atoms.set_constraint(FixCom())
         dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature, friction=0.01 / units.fs,
                        fixcm=False, rng=np.random.RandomState(int(rng.integers(2**31))))
-        dyn.run(equilibration_steps)
-        for _ in range(snapshots_per_state):
-            dyn.run(interval)
-            f = Atoms(atoms.numbers, positions=atoms.positions.copy(), cell=atoms.cell, pbc=True)
-            f.arrays["ion"] = atoms.arrays["ion"].copy()
-            f.info.update(charge=0.0, ion_charges=np.array(atoms.info["ion_charges"]),
-                          source=f"model md {temperature:.0f} K {density:.2f} g/cm3")
-            frames.append(f)
-    return label(frames, progress=progress)
+        try:
+            dyn.run(equilibration_steps)
+            for _ in range(snapshots_per_state):
+                dyn.run(interval)
+                f = Atoms(atoms.numbers, positions=atoms.positions.copy(), cell=atoms.cell, pbc=True)
+                f.arrays["ion"] = atoms.arrays["ion"].copy()
+                f.info.update(charge=0.0, ion_charges=np.array(atoms.info["ion_charges"]),
+                              source=f"model md {temperature:.0f} K {density:.2f} g/cm3")
+                frames.append(f)
+                if f.get_all_distances(mic=True)[np.triu_indices(len(f), 1)].min() < min_distance:
+                    break
+        except (ValueError, RuntimeError) as exc:  # the model's MD broke down (overlapping atoms)
+            print(f"model MD at {temperature:.0f} K, {density:.2f} g/cm3 stopped after {dyn.nsteps} steps: {exc}")
+    labelled = label(frames, progress=progress)
+    return [a for a in labelled if np.abs(a.get_forces()).max() <= max_force]
 
 
 def summary(images: Sequence[Atoms]) -> str:
