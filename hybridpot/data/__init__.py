@@ -79,6 +79,11 @@ def ethylammonium_nitrate_model_md_path() -> Path:
     return DATA_DIR / "ethylammonium_nitrate_model_md.extxyz.gz"
 
 
+def ethylammonium_nitrate_model_md_round2_path() -> Path:
+    """Path of the second EAN active-learning round (relaxations and MD of the round-1 model, GFN1-xTB)."""
+    return DATA_DIR / "ethylammonium_nitrate_model_md_round2.extxyz.gz"
+
+
 def ethylammonium_nitrate_model_path() -> Path:
     """Path of the shipped 4G EAN model (``examples/train_ethylammonium_nitrate.py``; ``hybridpot.load``)."""
     return DATA_DIR / "ethylammonium_nitrate_4G.pt"
@@ -90,15 +95,17 @@ def load_ethylammonium_nitrate(include_model_md: bool = True) -> List:
     Periodic boxes of 4 [CH3CH2NH3][NO3] ion pairs (60 atoms) with GFN1-xTB energy (eV), forces
     (eV/Å), stress (eV/Å^3) and Mulliken charges (e); ``info["fragments"]`` and
     ``info["fragment_charges"]`` (each ion +1 or -1, for QEq) are rebuilt from the per-atom
-    ``arrays["ion"]``. ``include_model_md``: add the active-learning frames.
+    ``arrays["ion"]``. ``include_model_md``: add the active-learning frames (both rounds).
     """
     from ..reference_data.ethylammonium_nitrate import load_ean
 
     images = load_ean(ethylammonium_nitrate_path())
-    if include_model_md and ethylammonium_nitrate_model_md_path().exists():
-        images += load_ean(ethylammonium_nitrate_model_md_path())
+    if include_model_md:
+        for path in (ethylammonium_nitrate_model_md_path(), ethylammonium_nitrate_model_md_round2_path()):
+            if path.exists():
+                images += load_ean(path)
     return images
 
 
 __all__ += ["ethylammonium_nitrate_path", "ethylammonium_nitrate_model_md_path", "ethylammonium_nitrate_model_path",
-            "load_ethylammonium_nitrate"]
+            "ethylammonium_nitrate_model_md_round2_path", "load_ethylammonium_nitrate"]

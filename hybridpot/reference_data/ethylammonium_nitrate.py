@@ -380,9 +380,15 @@ def model_snapshots(
     timestep_fs: float = 0.5,
     min_distance: float = 0.75,
     max_force: float = 20.0,
+    relax_steps: int = 0,
+    relax_interval: int = 10,
     progress: bool = True,
 ) -> List[Atoms]:
     """Active learning: frames of a trained model's own Langevin MD of EAN boxes, labelled with GFN1-xTB.
+
+    With ``relax_steps > 0`` each state starts with a FIRE relaxation of the box with the model, a frame
+    every ``relax_interval`` steps (``source`` "model relax"): relaxations find the holes of a model's
+    energy (e.g. two H atoms of different ions falling together) faster than MD.
 
     Per (density g/cm^3, temperature K): a new random box, ``equilibration_steps`` of Langevin MD with
     ``model`` (QEq with the per-ion fragment charges +-1; ``timestep_fs``, friction 0.01/fs), then up to
@@ -410,6 +416,21 @@ def model_snapshots(
         dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature, friction=0.01 / units.fs,
                        fixcm=False, rng=np.random.RandomState(int(rng.integers(2**31))))
         try:
+            if relax_steps > 0:
+                from ase.optimize import FIRE
+
+                momenta = atoms.get_momenta()
+                relaxation = FIRE(atoms, logfile=None)
+                for _ in range(relax_steps // relax_interval):
+                    relaxation.run(fmax=0.05, steps=relax_interval)
+                    f = Atoms(atoms.numbers, positions=atoms.positions.copy(), cell=atoms.cell, pbc=True)
+                    f.arrays["ion"] = atoms.arrays["ion"].copy()
+                    f.info.update(charge=0.0, ion_charges=np.array(atoms.info["ion_charges"]),
+                                  source=f"model relax {density:.2f} g/cm3")
+                    frames.append(f)
+                    if f.get_all_distances(mic=True)[np.triu_indices(len(f), 1)].min() < min_distance:
+                        raise RuntimeError("two atoms closer than min_distance in the relaxation")
+                atoms.set_momenta(momenta)
             dyn.run(equilibration_steps)
             for _ in range(snapshots_per_state):
                 dyn.run(interval)
@@ -454,6 +475,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--frames-per-state", type=int, default=40)
     parser.add_argument("--from-model", default=None, metavar="MODEL",
                         help="active learning: label frames of this model's own MD instead")
+    parser.add_argument("--relax-steps", type=int, default=0,
+                        help="with --from-model: FIRE steps with the model first, a frame every 10")
+    parser.add_argument("--states", type=lambda x: tuple(tuple(float(v) for v in st.split(":")) for st in x.split(",")),
+                        default=None, help="with --from-model: density:temperature,... (default 1.21:350,1.21:450)")
     parser.add_argument("--quick", action="store_true", help="a tiny dataset (for testing the script)")
     args = parser.parse_args(argv)
     from .nacl_clusters import write_dataset
@@ -462,7 +487,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.from_model:
         from ..model import load
 
-        images = model_snapshots(load(args.from_model), seed=args.seed)
+        images = model_snapshots(load(args.from_model), seed=args.seed, relax_steps=args.relax_steps,
+                                 states=args.states or ((1.21, 350.0), (1.21, 450.0)))
     elif args.quick:
         images = generate_ean_dataset(seed=args.seed, states=((1.21, 350.0),), frames_per_state=2, interval=2,
                                       equilibration=2, rattles_per_state=1, relax_steps=2)
