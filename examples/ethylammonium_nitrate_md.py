@@ -10,8 +10,9 @@ GFN1-xTB data of 4-ion-pair boxes). The box: ``--pairs`` [CH3CH2NH3][NO3] pairs 
 experimental density at 298 K), built by :func:`hybridpot.reference_data.ethylammonium_nitrate.ean_box`
 (ions on a rock-salt lattice, random orientations). Every ion is a QEq fragment with total charge
 +1 / -1 (``atoms.info["fragments"]``, ``["fragment_charges"]``), so the calculator's charge
-equilibration moves charge only within each ion. Time step 0.5 fs (H atoms, no constraints);
-Langevin (friction 0.01/fs) for ``--langevin-ps``, then velocity Verlet for ``--nve-ps``, a frame every 5 fs.
+equilibration moves charge only within each ion. The lattice start is relaxed with the model (FIRE,
+``--relax-steps``); time step ``--timestep`` (default 0.5 fs: H atoms, no constraints); Langevin (friction
+0.01/fs) for ``--langevin-ps``, then velocity Verlet for ``--nve-ps``, a frame every 5 fs.
 
 Printed (and written to ``results.json``): NVE temperature and energy drift (meV/atom/ps), the largest
 deviation of the total charge from 0 and of any ion's charge from +-1 along the NVE run, the largest
@@ -28,7 +29,7 @@ Reference method on the model's own trajectory (needs tblite):
   started from the model's last frame: its RDFs are plotted next to the model's (dashed) and its
   first shells printed (about 1 s per step on one core for 60 atoms).
 
-Long runs: ``--nve-ps 10`` for the drift over 10 ps (20 000 steps; about 20 min on one core).
+Long run (the one reported in examples/README.md): ``--timestep 1 --nve-ps 10 --check-xtb 10 --xtb-md-steps 300``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
@@ -61,6 +63,64 @@ from hybridpot.reference_data.ethylammonium_nitrate import (ammonium_h_distances
 #: here, no source checked): lower at 350 K, which makes the true correction larger.
 EAN_VISCOSITY_298K = 0.036
 FRAME_EVERY_FS = 5.0
+
+#: Inter-ion contact walls (Å): 0.2 Å below the shortest contact of each element pair between atoms of different
+#: ions in the GFN1-xTB MD frames of the shipped data (300-600 K: H-H 1.71, H-C 2.38, H-N 1.99, H-O 1.45 Å; heavy
+#: atoms 2.30 and more). Measured: the shipped model lets two H atoms of different cations fall onto each other
+#: (0.1 Å) in FIRE relaxations and MD of fresh boxes, where GFN1-xTB repels them (2.6 eV/Å at 1.27 Å, 19 eV/Å at
+#: 0.62 Å in the active-learning frames); the wall keeps the dynamics where the model was trained.
+WALLS_A = {(1, 1): 1.5, (1, 6): 2.2, (1, 7): 1.8, (1, 8): 1.25}
+HEAVY_WALL_A = 2.0
+WALL_STIFFNESS = 20.0  # eV/Å^2
+
+
+class ContactWall:
+    """``sum k (R_ab - r)^2`` over pairs of atoms of *different* ions closer than the wall radius R_ab
+    (:data:`WALLS_A`, heavy-atom pairs :data:`HEAVY_WALL_A`), minimum image; energy eV, forces eV/Å."""
+
+    def __init__(self, atoms: Atoms, stiffness: float = WALL_STIFFNESS):
+        z = atoms.numbers
+        radius = np.full((len(z), len(z)), HEAVY_WALL_A)
+        for (a, b), r in WALLS_A.items():
+            radius[np.ix_(z == a, z == b)] = r
+            radius[np.ix_(z == b, z == a)] = r
+        ion = np.asarray(atoms.arrays["ion"])
+        self.radius = np.where(ion[:, None] != ion[None, :], radius, 0.0)
+        self.stiffness = stiffness
+
+    def __call__(self, atoms: Atoms):
+        from ase.geometry import get_distances
+
+        vectors, d = get_distances(atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        overlap = np.clip(self.radius - d, 0.0, None)
+        np.fill_diagonal(overlap, 0.0)
+        energy = 0.5 * self.stiffness * float(np.sum(overlap**2))  # each pair counted twice
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unit = np.where(d[..., None] > 0, vectors / d[..., None], 0.0)  # from i to j
+        # dE/dr = -2 k overlap; force on i pushes it away from j
+        forces = -2.0 * self.stiffness * np.einsum("ij,ijk->ik", overlap, unit)
+        return energy, forces
+
+
+class WalledCalculator(Calculator):
+    """The model's calculator plus :class:`ContactWall` (energy and forces added; charges the model's)."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "charges"]
+
+    def __init__(self, model_calc, wall: ContactWall):
+        super().__init__()
+        self.model_calc, self.wall = model_calc, wall
+        self.wall_energies: List[float] = []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.model_calc.calculate(self.atoms, ["energy", "forces", "charges"], system_changes)
+        e_wall, f_wall = self.wall(self.atoms)
+        self.wall_energies.append(e_wall)
+        r = self.model_calc.results
+        energy = float(r["energy"]) + e_wall
+        self.results = {"energy": energy, "free_energy": energy, "forces": r["forces"] + f_wall,
+                        "charges": np.array(r["charges"])}
 
 
 def get_model(path: Optional[str]):
@@ -203,6 +263,9 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=350.0)
     parser.add_argument("--langevin-ps", type=float, default=1.0)
     parser.add_argument("--nve-ps", type=float, default=2.0)
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs")
+    parser.add_argument("--relax-steps", type=int, default=200, help="FIRE steps with the model before the MD")
+    parser.add_argument("--no-wall", action="store_true", help="MD with the model alone (no inter-ion contact wall)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-xtb", type=int, default=0, metavar="N", help="GFN1-xTB single points on N NVE frames")
     parser.add_argument("--xtb-md-steps", type=int, default=0, metavar="N",
@@ -216,14 +279,31 @@ def main(argv=None):
 
     start = ean_box(args.pairs, np.random.default_rng(args.seed))
     length = float(start.cell.lengths()[0])
-    langevin_steps, nve_steps = int(round(args.langevin_ps * 2000)), int(round(args.nve_ps * 2000))
+    steps_per_ps = 1000.0 / args.timestep
+    langevin_steps, nve_steps = int(round(args.langevin_ps * steps_per_ps)), int(round(args.nve_ps * steps_per_ps))
     print(f"model {model_path}; {args.pairs} ion pairs, {len(start)} atoms, box {length:.2f} Å, "
-          f"{args.temperature:.0f} K; {args.langevin_ps:g} ps Langevin + {args.nve_ps:g} ps NVE, 0.5 fs steps")
-    run = run_md(start.copy(), hp.HybridCalculator(model, skin=0.5), args.temperature, langevin_steps, nve_steps,
-                 args.seed, progress=not args.no_progress)
+          f"{args.temperature:.0f} K; {args.relax_steps} FIRE steps, {args.langevin_ps:g} ps Langevin + "
+          f"{args.nve_ps:g} ps NVE, {args.timestep:g} fs steps")
+    calc = hp.HybridCalculator(model, skin=0.5)
+    if not args.no_wall:
+        calc = WalledCalculator(calc, ContactWall(start))
+    if args.relax_steps > 0:  # the lattice start is far from a minimum: its excess energy would heat the box
+        from ase.optimize import FIRE
+
+        start.calc = calc
+        FIRE(start, logfile=None).run(fmax=0.1, steps=args.relax_steps)
+        print(f"relaxed with the model: largest force {np.abs(start.get_forces()).max():.2f} eV/Å")
+    run = run_md(start.copy(), calc, args.temperature, langevin_steps, nve_steps, args.seed,
+                 timestep_fs=args.timestep, progress=not args.no_progress)
     frames, n_atoms = run["frames"], len(start)
+    if not args.no_wall:
+        walls = np.array(calc.wall_energies)
+        print(f"inter-ion contact wall: touched in {np.mean(walls > 0) * 100:.1f} % of the {len(walls)} force calls "
+              f"(FIRE + MD), largest wall energy {walls.max() * 1000:.2f} meV")
     t_ps = run["times_ps"]
-    results: dict = {"model": str(model_path), "atoms": n_atoms, "box_A": length, "temperature_K": args.temperature,
+    results: dict = {"wall": None if args.no_wall else {"touched_fraction": float(np.mean(walls > 0)),
+                                                         "max_energy_eV": float(walls.max())},
+                     "model": str(model_path), "atoms": n_atoms, "box_A": length, "temperature_K": args.temperature,
                      "langevin_ps": args.langevin_ps, "nve_ps": args.nve_ps,
                      "wall_s": {"langevin": run["t_langevin"], "nve": run["t_nve"]}}
 
