@@ -71,12 +71,16 @@ FRAME_EVERY_FS = 5.0
 #: 0.62 Å in the active-learning frames); the wall keeps the dynamics where the model was trained.
 WALLS_A = {(1, 1): 1.5, (1, 6): 2.2, (1, 7): 1.8, (1, 8): 1.25}
 HEAVY_WALL_A = 2.0
+#: H-H pairs *within* an ion (geminal H, 1.68-1.78 Å apart in the templates): the shipped model also let two H
+#: of one ammonium group fall together (0.09 Å) in a 1 fs NVE run without this wall (GFN1-xTB MD frames: >= 1.44 Å)
+INTRA_ION_HH_WALL_A = 1.3
 WALL_STIFFNESS = 20.0  # eV/Å^2
 
 
 class ContactWall:
     """``sum k (R_ab - r)^2`` over pairs of atoms of *different* ions closer than the wall radius R_ab
-    (:data:`WALLS_A`, heavy-atom pairs :data:`HEAVY_WALL_A`), minimum image; energy eV, forces eV/Å."""
+    (:data:`WALLS_A`, heavy-atom pairs :data:`HEAVY_WALL_A`) and H-H pairs within an ion closer than
+    :data:`INTRA_ION_HH_WALL_A`, minimum image; energy eV, forces eV/Å."""
 
     def __init__(self, atoms: Atoms, stiffness: float = WALL_STIFFNESS):
         z = atoms.numbers
@@ -85,7 +89,8 @@ class ContactWall:
             radius[np.ix_(z == a, z == b)] = r
             radius[np.ix_(z == b, z == a)] = r
         ion = np.asarray(atoms.arrays["ion"])
-        self.radius = np.where(ion[:, None] != ion[None, :], radius, 0.0)
+        hh = (z[:, None] == 1) & (z[None, :] == 1)
+        self.radius = np.where(ion[:, None] != ion[None, :], radius, np.where(hh, INTRA_ION_HH_WALL_A, 0.0))
         self.stiffness = stiffness
 
     def __call__(self, atoms: Atoms):
