@@ -201,7 +201,12 @@ def run_md(atoms: Atoms, calc, temperature: float, langevin_steps: int, nve_step
     nve.attach(lambda: bar.update(1) if nve.nsteps > 0 else None, interval=1)
     nve.attach(store, interval=every)
     t1 = time.time()
-    nve.run(nve_steps)
+    record["breakdown"] = None
+    try:
+        nve.run(nve_steps)
+    except ValueError as exc:  # overlapping atoms: the model broke a molecule; analyse the frames so far
+        record["breakdown"] = f"NVE stopped after {nve.nsteps * timestep_fs / 1000:.3f} ps: {exc}"
+        print(record["breakdown"])
     bar.close()
     for k in ("times_ps", "energies", "temperatures", "charges"):
         record[k] = np.array(record[k])
@@ -306,7 +311,7 @@ def main(argv=None):
         print(f"inter-ion contact wall: touched in {np.mean(walls > 0) * 100:.1f} % of the {len(walls)} force calls "
               f"(FIRE + MD), largest wall energy {walls.max() * 1000:.2f} meV")
     t_ps = run["times_ps"]
-    results: dict = {"wall": None if args.no_wall else {"touched_fraction": float(np.mean(walls > 0)),
+    results: dict = {"nve_breakdown": run["breakdown"], "wall": None if args.no_wall else {"touched_fraction": float(np.mean(walls > 0)),
                                                          "max_energy_eV": float(walls.max())},
                      "model": str(model_path), "atoms": n_atoms, "box_A": length, "temperature_K": args.temperature,
                      "langevin_ps": args.langevin_ps, "nve_ps": args.nve_ps,
