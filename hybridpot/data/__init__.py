@@ -68,7 +68,7 @@ def molten_nacl_model_path() -> Path:
     return DATA_DIR / "molten_nacl_4G.pt"
 
 
-# ---------------------------------------------------------------- aqueous NaCl (issue 17, branch aq)
+# ---------------------------------------------------------------- aqueous NaCl
 __all__ += ["aqueous_nacl_path", "aqueous_nacl_model_md_path", "aqueous_nacl_distorted_path", "load_aqueous_nacl",
             "aqueous_nacl_model_path"]
 
@@ -111,3 +111,46 @@ def load_aqueous_nacl(include_model_md: bool = True, include_distorted: bool = T
 def aqueous_nacl_model_path() -> Path:
     """Path of the shipped 4G model of aqueous NaCl (made by ``examples/train_aqueous_nacl.py``)."""
     return DATA_DIR / "aqueous_nacl_4G.pt"
+
+
+# ---------------------------------------------------------------- ethylammonium nitrate (EAN)
+def ethylammonium_nitrate_path() -> Path:
+    """Path of the EAN ionic-liquid dataset (GFN1-xTB, 4-ion-pair boxes; compressed extended XYZ)."""
+    return DATA_DIR / "ethylammonium_nitrate.extxyz.gz"
+
+
+def ethylammonium_nitrate_model_md_path() -> Path:
+    """Path of the EAN active-learning frames (the round-0 model's own MD, labelled with GFN1-xTB)."""
+    return DATA_DIR / "ethylammonium_nitrate_model_md.extxyz.gz"
+
+
+def ethylammonium_nitrate_model_md_round2_path() -> Path:
+    """Path of the second EAN active-learning round (relaxations and MD of the round-1 model, GFN1-xTB)."""
+    return DATA_DIR / "ethylammonium_nitrate_model_md_round2.extxyz.gz"
+
+
+def ethylammonium_nitrate_model_path() -> Path:
+    """Path of the shipped 4G EAN model (``examples/train_ethylammonium_nitrate.py``; ``hybridpot.load``)."""
+    return DATA_DIR / "ethylammonium_nitrate_4G.pt"
+
+
+def load_ethylammonium_nitrate(include_model_md: bool = True) -> List:
+    """The EAN dataset (:mod:`hybridpot.reference_data.ethylammonium_nitrate`) as ``ase.Atoms``.
+
+    Periodic boxes of 4 [CH3CH2NH3][NO3] ion pairs (60 atoms) with GFN1-xTB energy (eV), forces
+    (eV/Å), stress (eV/Å^3) and Mulliken charges (e); ``info["fragments"]`` and
+    ``info["fragment_charges"]`` (each ion +1 or -1, for QEq) are rebuilt from the per-atom
+    ``arrays["ion"]``. ``include_model_md``: add the active-learning frames (both rounds).
+    """
+    from ..reference_data.ethylammonium_nitrate import load_ean
+
+    images = load_ean(ethylammonium_nitrate_path())
+    if include_model_md:
+        for path in (ethylammonium_nitrate_model_md_path(), ethylammonium_nitrate_model_md_round2_path()):
+            if path.exists():
+                images += load_ean(path)
+    return images
+
+
+__all__ += ["ethylammonium_nitrate_path", "ethylammonium_nitrate_model_md_path", "ethylammonium_nitrate_model_path",
+            "ethylammonium_nitrate_model_md_round2_path", "load_ethylammonium_nitrate"]
