@@ -5,7 +5,6 @@ tblite-needing tests skip without tblite."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -20,22 +19,14 @@ from hybridpot.data import (ethylammonium_nitrate_model_md_path, ethylammonium_n
 from hybridpot.reference_data.ethylammonium_nitrate import (EAN_DENSITY, EAN_MOLAR_MASS, ammonium_h_distances,
                                                             closest_intermolecular, ean_box, ion_charge_sums,
                                                             ion_groups, with_fragments)
+from example_scripts import load_script  # tests/example_scripts.py
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_TBLITE = importlib.util.find_spec("tblite") is not None
 needs_tblite = pytest.mark.skipif(not HAS_TBLITE, reason="tblite not installed (pip install hybridpot[reference])")
 needs_model = pytest.mark.skipif(not ethylammonium_nitrate_model_path().exists(),
                                  reason="shipped EAN model not present (examples/train_ethylammonium_nitrate.py --install)")
-
-
-def load_script(relative: str):
-    path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------ builder

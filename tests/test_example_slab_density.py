@@ -3,21 +3,9 @@ model; the total charge stays zero, the plot is written, the profile integrates 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(relative: str):
-    path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_scripts import load_script  # tests/example_scripts.py
 
 
 def test_slab_density_example_runs(tmp_path, capsys):

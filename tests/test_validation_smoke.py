@@ -8,25 +8,14 @@ exact charge constraints along MD, and a 2G model being constant beyond its cuto
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import hybridpot as hp
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(relative: str):
-    path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_scripts import load_script  # tests/example_scripts.py
 
 
 @pytest.fixture(scope="module")
