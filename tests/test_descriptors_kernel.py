@@ -34,7 +34,29 @@ def function_sets():
     gaussian, compact = some_functions(), [f for f in polynomial_functions() if f.is_compact]
     sets = {str(t): [f for f in gaussian + compact if f.type == t] for t in (2, 3, 9, 20, 21, 22, 23, 24, 25)}
     sets["all"] = gaussian + compact
+    sets["compact_grid"] = compact_grid()
     return sets
+
+
+def compact_grid():
+    """DMABN_SCAN-like compact angular functions: every (radial support x angle support) of a channel.
+
+    Functions of one channel share radial supports (one value per neighbour in the kernel) and
+    angle supports (one value per triplet); subtypes differ between supports, some radial
+    supports start beyond part of the neighbours (exact zeros skipped), narrow and wide types,
+    element pairs and the weighted types.
+    """
+    na, cl, o = 11, 17, 8
+    radial = [(-4.4, 4.4, "p2"), (1.2, 4.6, "p2"), (0.0, 3.1, "p3a"), (2.0, 4.2, "e")]
+    angles = [(-90.0, 90.0), (0.0, 120.0), (60.0, 180.0), (90.0, 270.0)]
+    fs = []
+    for c in (na, cl, o):
+        for t, pair in ((21, (na, cl)), (22, (na, cl)), (22, (o, o)), (24, ()), (25, ())):
+            for rl, rc, sub in radial:
+                for al, ar in angles:
+                    fs.append(SymmetryFunction(c, t, pair, 0.0, rc, r_left=rl, angle_left=al, angle_right=ar,
+                                               subtype=sub))
+    return fs
 
 
 def environments():

@@ -85,19 +85,20 @@ def template_directory(source: Path, target: Path) -> Path:
 
 
 def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, source: Path, epochs: int = 100,
-                    charge_epochs: int = 60):
+                    charge_epochs: int = 60, seed: int = 0):
     """Train hybridpot on ``train_blocks`` for the given epochs (4G: charge stage, then energies and
-    forces); returns ({cpu_s, wall_s, settings}, float64 model)."""
+    forces); ``seed`` draws the initial weights and the update order. Returns ({cpu_s, wall_s, settings},
+    float64 model)."""
     import hybridpot as hp
     from hybridpot.io.input_data import read_input_data
     from hybridpot.training import AtomsDataset, Trainer, TrainingConfig
 
     from train_vs_n2p2 import write_blocks  # noqa: E402
 
-    run = workdir / name / "hybridpot"
+    run = workdir / name / ("hybridpot" if seed == 0 else f"hybridpot_seed{seed}")
     template = template_directory(source, run / "template")
     model = hp.from_n2p2(template, units="ase", file_units=file_units)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             # n2p2's default initialisation (Training::randomizeNeuralNetworkWeights): Glorot-Bengio
@@ -134,11 +135,12 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     if "scale_symmetry_functions_sigma" in kw:
         mode = "sigma"
     config = TrainingConfig(optimizer="kalman", kalman=kalman, dtype=options.pop("dtype", "float64"),
-                            early_stopping_patience=0, seed=0, **options)
+                            early_stopping_patience=0, seed=seed, **options)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     trainer = Trainer(model, train, None, config, directory=run / "run", scaling=mode,
                       scaling_range=(scale_min, scale_max), progress=False)
     final = trainer.fit()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return {"cpu_s": cpu, "wall_s": wall, "threads": torch.get_num_threads(), "kalman": kalman,
-            "scaling": [mode, scale_min, scale_max], "epochs": [config.charge_epochs, config.epochs]}, final
+            "scaling": [mode, scale_min, scale_max], "epochs": [config.charge_epochs, config.epochs],
+            "seed": seed}, final

@@ -103,16 +103,22 @@ def run(cmd: list[str], cwd: Path, log: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed in {cwd} (exit {proc.returncode}); see {log}")
 
 
-def train_n2p2(name: str, train_blocks, workdir: Path, n2p2: Path, epochs: int, charge_epochs: int) -> dict:
-    """Run nnp-scaling and nnp-train on the training split; return the potential directory and times."""
+def train_n2p2(name: str, train_blocks, workdir: Path, n2p2: Path, epochs: int, charge_epochs: int,
+               seed: int = 0) -> dict:
+    """Run nnp-scaling and nnp-train on the training split; return the potential directory and times.
+
+    ``seed`` > 0 adds ``seed`` to the example's ``random_seed`` (initial weights and update order)."""
     source = TRAIN_SETS / name
-    directory = workdir / name / "n2p2"
+    directory = workdir / name / ("n2p2" if seed == 0 else f"n2p2_seed{seed}")
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     write_blocks(directory / "input.data", train_blocks)
     settings = (source / "input.nn").read_text()
     settings = set_keyword(settings, "test_fraction", "0.0")
+    if seed:
+        base = re.search(r"^random_seed\s+(\d+)", settings, re.MULTILINE)
+        settings = set_keyword(settings, "random_seed", str((int(base.group(1)) if base else 0) + seed))
     generation = int(re.search(r"^nnp_generation\s+(\d)", settings, re.MULTILINE).group(1)) \
         if re.search(r"^nnp_generation", settings, re.MULTILINE) else 2
     elements = re.search(r"^elements\s+(.*?)(#|$)", settings, re.MULTILINE).group(1).split()
@@ -145,7 +151,7 @@ def train_n2p2(name: str, train_blocks, workdir: Path, n2p2: Path, epochs: int, 
     cpu, wall = cpu_of_children() - cpu0, time.perf_counter() - wall0
     for z in zs:
         shutil.copy(directory / f"weights.{z:03d}.{epochs:06d}.out", directory / f"weights.{z:03d}.data")
-    return {"directory": str(directory), "cpu_s": cpu, "wall_s": wall, "generation": generation}
+    return {"directory": str(directory), "cpu_s": cpu, "wall_s": wall, "generation": generation, "seed": seed}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -165,6 +171,30 @@ def evaluate(model, name: str, test_blocks, workdir: Path) -> dict:
     return metrics
 
 
+SUMMARY_KEYS = ("energy_rmse", "forces_rmse", "charges_rmse", "cpu_s")
+
+
+def short_metrics(metrics: dict) -> str:
+    """Test E (meV/atom), F (meV/Å), q (me) of a metrics dict, one line."""
+    parts = [f"E {1e3 * metrics['energy_rmse']:.3f}", f"F {1e3 * metrics['forces_rmse']:.1f}"]
+    if "charges_rmse" in metrics:
+        parts.append(f"q {1e3 * metrics['charges_rmse']:.2f}")
+    return "test " + ", ".join(parts)
+
+
+def seed_summary(entries: list) -> dict:
+    """Mean, standard deviation (ddof 1), median, min and max over training seeds of the test RMSEs and CPU time."""
+    summary = {}
+    for key in SUMMARY_KEYS:
+        values = [e["cpu_s"] if key == "cpu_s" else e["test"].get(key) for e in entries]
+        values = np.array([v for v in values if v is not None], dtype=float)
+        if len(values):
+            summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                            "median": float(np.median(values)), "min": float(values.min()),
+                            "max": float(values.max()), "n": int(len(values))}
+    return summary
+
+
 def n2p2_model(directory: Path, name: str):
     import hybridpot as hp
 
@@ -180,6 +210,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n2p2", type=Path, default=Path("/tmp/n2p2/n2p2"))
     parser.add_argument("--n2p2-epochs", type=int, default=100, help="short-range epochs (both programs)")
     parser.add_argument("--n2p2-charge-epochs", type=int, default=60, help="4G charge-stage epochs (both programs)")
+    parser.add_argument("--training-seeds", type=int, default=1,
+                        help="train each program with this many seeds (n2p2: random_seed + k, hybridpot: seed k) on the "
+                             "same split and report mean, spread and median of the test RMSEs")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/train_vs_n2p2"))
     parser.add_argument("--json", type=Path, default=ROOT / "validation" / "results" / "train_vs_n2p2.json")
     args = parser.parse_args(argv)
@@ -192,23 +225,38 @@ def main(argv=None) -> int:
         train, test = split_indices(len(blocks), args.test_fraction, args.seed)
         train_blocks, test_blocks = [blocks[i] for i in train], [blocks[i] for i in test]
         print(f"{name}: {len(train)} training / {len(test)} test structures", flush=True)
-        if args.only in (None, "n2p2"):
-            if not (args.n2p2 / "bin" / "nnp-train").is_file():
-                raise SystemExit(f"no nnp-train under {args.n2p2}: run `bash ../shared/tools/n2p2/build.sh /tmp/n2p2`")
-            run_info = train_n2p2(name, train_blocks, args.workdir, args.n2p2, args.n2p2_epochs, args.n2p2_charge_epochs)
-            metrics = evaluate(n2p2_model(Path(run_info["directory"]), name), name, test_blocks, args.workdir)
-            results.setdefault(name, {})["n2p2"] = {**run_info, "test": metrics,
-                                                     "epochs": [args.n2p2_charge_epochs, args.n2p2_epochs]}
-            print(f"  n2p2: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; test {metrics}", flush=True)
-        if args.only in (None, "hybridpot"):
-            from train_hybridpot import train_hybridpot  # noqa: E402 (validation/ helper, next to this script)
+        runs: dict = {"n2p2": [], "hybridpot": []}
+        for seed in range(args.training_seeds):
+            if args.only in (None, "n2p2"):
+                if not (args.n2p2 / "bin" / "nnp-train").is_file():
+                    raise SystemExit(f"no nnp-train under {args.n2p2}: run `bash ../shared/tools/n2p2/build.sh /tmp/n2p2`")
+                run_info = train_n2p2(name, train_blocks, args.workdir, args.n2p2, args.n2p2_epochs,
+                                      args.n2p2_charge_epochs, seed=seed)
+                metrics = evaluate(n2p2_model(Path(run_info["directory"]), name), name, test_blocks, args.workdir)
+                runs["n2p2"].append({**run_info, "test": metrics, "epochs": [args.n2p2_charge_epochs, args.n2p2_epochs]})
+                print(f"  n2p2 seed {seed}: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; "
+                      f"{short_metrics(metrics)}", flush=True)
+            if args.only in (None, "hybridpot"):
+                from train_hybridpot import train_hybridpot  # noqa: E402 (validation/ helper, next to this script)
 
-            run_info, model = train_hybridpot(name, train_blocks, args.workdir, FILE_UNITS[name], TRAIN_SETS / name,
-                                              epochs=args.n2p2_epochs, charge_epochs=args.n2p2_charge_epochs)
-            metrics = evaluate(model, name, test_blocks, args.workdir)
-            results.setdefault(name, {})["hybridpot"] = {**run_info, "test": metrics}
-            print(f"  hybridpot: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; test {metrics}",
-                  flush=True)
+                run_info, model = train_hybridpot(name, train_blocks, args.workdir, FILE_UNITS[name], TRAIN_SETS / name,
+                                                  epochs=args.n2p2_epochs, charge_epochs=args.n2p2_charge_epochs,
+                                                  seed=seed)
+                metrics = evaluate(model, name, test_blocks, args.workdir)
+                runs["hybridpot"].append({**run_info, "test": metrics})
+                print(f"  hybridpot seed {seed}: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; "
+                      f"{short_metrics(metrics)}", flush=True)
+        for program, entries in runs.items():
+            if not entries:
+                continue
+            if args.training_seeds == 1:
+                results.setdefault(name, {})[program] = entries[0]
+            else:
+                summary = seed_summary(entries)
+                results.setdefault(name, {})[f"{program}_seeds"] = {"runs": entries, "summary": summary}
+                print(f"  {program} over {len(entries)} seeds: " + ", ".join(
+                    f"{key} {value['mean']:.4g} +- {value['std']:.2g} (median {value['median']:.4g})"
+                    for key, value in summary.items()), flush=True)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0

@@ -122,8 +122,9 @@ class KernelPlan:
 
 def build_plan(desc) -> KernelPlan:
     """The kernel plan of a :class:`~hybridpot.descriptors.SymmetryFunctions` (cached on it)."""
-    from .kernels import N_INT_PARAMS, I_ASYM, I_CODE, I_FEATURE, I_KEY, I_KIND, I_RC, I_SLOT_A, I_SLOT_B, \
-        I_USE_INT, I_ZETA
+    from .kernels import N_INT_PARAMS, N_KEY_PARAMS, I_AKEY, I_ASYM, I_CODE, I_FEATURE, I_KEY, I_KIND, I_RC, \
+        I_SLOT_A, I_SLOT_B, I_USE_INT, I_ZETA
+    from .families import parse_subtype
 
     key = (tuple(desc.functions), desc.cutoff_type, desc.cutoff_alpha, tuple(desc.elements))
     cached = desc.__dict__.get("_kernel_plan")
@@ -152,12 +153,17 @@ def build_plan(desc) -> KernelPlan:
     ang_jk_limit = np.zeros(n_el * n_pairs)
     wang_jk_limit = np.zeros(n_el)
     key_off = np.zeros(n_el + 1, dtype=np.int64)
-    key_rows = []  # (eta, r_s, rc index) of each element's Gaussian angular functions
+    key_rows = []  # pair keys of each element's angular functions (kernels.key_par rows)
     for c, z in enumerate(elements):
         own = [f for f in desc.functions if f.center == z]
         keys = sorted({(f.eta, f.r_shift, rc_table.index(f.r_cut)) for f in own
                        if not f.is_radial and not f.is_compact})
-        key_rows += [(eta, rs, float(t)) for eta, rs, t in keys]
+        compact_keys = sorted({(f.r_left, f.r_cut) + parse_subtype(f.subtype) for f in own
+                               if not f.is_radial and f.is_compact})
+        angle_keys = sorted({(f.angle_left, f.angle_right, parse_subtype(f.subtype)[0]) for f in own
+                             if not f.is_radial and f.is_compact})
+        key_rows += [(eta, rs, float(t), 0.0, 0.0) for eta, rs, t in keys]
+        key_rows += [(rl, rc, float(asym), float(kind), 1.0) for rl, rc, kind, asym in compact_keys]
         key_off[c + 1] = len(key_rows)
         # weighted functions first, in every neighbour element's slot list (slot independent of e)
         for k, f in enumerate(own):
@@ -184,10 +190,15 @@ def build_plan(desc) -> KernelPlan:
                                                                                      int(use_int), zeta_int)
             if not f.is_radial and not f.is_compact:
                 irow[I_KEY] = keys.index((f.eta, f.r_shift, rc_index))
+            elif not f.is_radial:
+                irow[I_KEY] = len(keys) + compact_keys.index((f.r_left, f.r_cut, kind, asym))
+                irow[I_AKEY] = angle_keys.index((f.angle_left, f.angle_right, kind))
             fn = len(rows)
             rows.append(row)
             irows.append(irow)
-            order = (irow[I_CODE], irow[I_KEY], fn)  # equal (type, eta, r_s, r_c) adjacent: reused
+            # adjacent in a channel, so that the kernel reuses per-triplet work: Gaussian functions
+            # with equal (type, eta, r_s, r_c), compact ones with equal angle support
+            order = (irow[I_CODE], irow[I_AKEY], irow[I_KEY], fn)
             if f.is_radial:
                 (wrad_lists[c] if f.is_weighted else rad_lists[c * n_el + slot[f.neighbors[0]]]).append((order, fn))
             else:
@@ -229,7 +240,7 @@ def build_plan(desc) -> KernelPlan:
         rad_off=rad_off, rad_fn=rad_fn, wrad_off=wrad_off, wrad_fn=wrad_fn, ang_off=ang_off, ang_fn=ang_fn,
         wang_off=wang_off, wang_fn=wang_fn, pair_slot=pair_slot, pair_first=np.asarray(pair_first, dtype=np.int64),
         ang_rc_max=ang_rc_max, ang_jk_limit=ang_jk_limit, wang_jk_limit=wang_jk_limit, key_off=key_off,
-        key_par=np.asarray(key_rows if key_rows else [(0.0, 0.0, 0.0)], dtype=np.float64).reshape(-1, 3),
+        key_par=np.asarray(key_rows if key_rows else [(0.0,) * N_KEY_PARAMS], dtype=np.float64).reshape(-1, N_KEY_PARAMS),
         slot_features=slot_features, key=key,
     )
     desc.__dict__["_kernel_plan"] = plan

@@ -7,7 +7,12 @@ Layout (built by :mod:`hybridpot.descriptors.engine`):
   ``families.F_*``) and ``ipar [n_fn, 10]`` (int: family code, feature index, slot in the
   (centre, first element) channel, slot in the (centre, second element) channel, index of
   its cutoff radius in ``rc_table``, compact core kind, asymmetric, integer zeta?, zeta, index of its
-  (eta, r_s, r_c) among the centre element's ``key_par`` rows ``key_off[c]:key_off[c + 1]``);
+  pair key among the centre element's ``key_par`` rows ``key_off[c]:key_off[c + 1]``, index of its
+  compact angle key ``(angle_left, angle_right, kind)`` among the centre element's);
+* ``key_par [n_keys, 5]``: the distinct pair factors of each centre element's angular functions,
+  computed once per neighbour: Gaussian ``(eta, r_s, rc index, 0, 0)`` for
+  ``exp(-eta (r - r_s)^2) f_c(r)``, compact ``(r_left, r_cut, asymmetric, kind, 1)`` for the
+  radial compact function of types 21, 22, 24 and 25;
 * functions are listed per channel: radial ones per (centre element, neighbour element)
   ``rad_off/rad_fn``, element-weighted radial ones per centre element ``wrad_off/wrad_fn``,
   angular ones per (centre element, element pair) ``ang_off/ang_fn`` and weighted angular
@@ -64,8 +69,11 @@ __all__ = ["centre_kernel", "symmetry_functions_cpu", "contract_cpu", "recompute
            "N_SCRATCH_BASE"]
 
 # integer parameter columns
-I_CODE, I_FEATURE, I_SLOT_A, I_SLOT_B, I_RC, I_KIND, I_ASYM, I_USE_INT, I_ZETA, I_KEY = range(10)
-N_INT_PARAMS = 10
+I_CODE, I_FEATURE, I_SLOT_A, I_SLOT_B, I_RC, I_KIND, I_ASYM, I_USE_INT, I_ZETA, I_KEY, I_AKEY = range(11)
+N_INT_PARAMS = 11
+# key_par columns
+KEY_A, KEY_B, KEY_C, KEY_KIND, KEY_COMPACT = range(5)
+N_KEY_PARAMS = 5
 #: scratch columns per neighbour: r, then (f_c, df_c) per distinct cutoff radius
 N_SCRATCH_BASE = 1
 
@@ -226,16 +234,24 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
         if r < r_ang:
             ang_list[n_ang] = p
             n_ang += 1
-            # pair factors h = exp(-eta (r - r_s)^2) f_c(r) and dh/dr of every distinct
-            # (eta, r_s, r_c) of this element's Gaussian angular functions: computed once per
-            # neighbour, not once per triplet (type 9 then needs no exponential per triplet)
+            # pair factors h(r) and dh/dr of every distinct pair key of this element's angular
+            # functions, computed once per neighbour, not once per triplet: Gaussian
+            # exp(-eta (r - r_s)^2) f_c(r) (type 9 then needs no exponential per triplet) and the
+            # radial compact function of the compact angular types (DMABN_SCAN: 9 keys shared by
+            # the 54 functions of a channel, which evaluated it 2 x 54 times per triplet)
             for k in range(k_lo, k_hi):
-                eta = key_par[k, 0]
-                d = r - key_par[k, 1]
-                t = int(key_par[k, 2])
+                col = key_base + 2 * (k - k_lo)
+                if key_par[k, KEY_COMPACT] != 0.0:
+                    h, dh = compact_fdf(r, key_par[k, KEY_A], key_par[k, KEY_B], int(key_par[k, KEY_KIND]),
+                                        key_par[k, KEY_C] != 0.0, False)
+                    scratch[q, col] = h
+                    scratch[q, col + 1] = dh
+                    continue
+                eta = key_par[k, KEY_A]
+                d = r - key_par[k, KEY_B]
+                t = int(key_par[k, KEY_C])
                 fc = scratch[q, 1 + 2 * t]
                 g = math.exp(-eta * d * d)
-                col = key_base + 2 * (k - k_lo)
                 scratch[q, col] = g * fc
                 scratch[q, col + 1] = g * (scratch[q, 2 + 2 * t] - 2.0 * eta * d * fc)
     wlo = wang_off[c]
@@ -303,6 +319,11 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
             # (type, r_c, eta, r_s) (pairs lambda = +-1 in n2p2's sets: half the r_jk exponentials)
             last_code = -1  # nothing cached yet for this triplet
             last_key = -1
+            # angular compact value shared by consecutive compact functions with equal
+            # (angle_left, angle_right, kind) (the plan orders them so)
+            last_akey = -1
+            ca = 0.0
+            dca = 0.0
             rad = 0.0
             r_rj = 0.0
             r_rk = 0.0
@@ -380,11 +401,19 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
                         rl = fpar[fn, F_RL]
                         kind = ipar[fn, I_KIND]
                         asym = ipar[fn, I_ASYM] != 0
-                        ca, dca = compact_fdf(theta, fpar[fn, F_AL], fpar[fn, F_AR], kind, False, True)
+                        col = key_base + 2 * ipar[fn, I_KEY]
+                        cj_ = scratch[qj, col]
+                        dcj_ = scratch[qj, col + 1]
+                        ck_ = scratch[qk, col]
+                        dck_ = scratch[qk, col + 1]
+                        if (cj_ == 0.0 and dcj_ == 0.0) or (ck_ == 0.0 and dck_ == 0.0):
+                            continue  # every contribution of this function would be an exact zero
+                        akey = ipar[fn, I_AKEY]
+                        if akey != last_akey:
+                            ca, dca = compact_fdf(theta, fpar[fn, F_AL], fpar[fn, F_AR], kind, False, True)
+                            last_akey = akey
                         if ca == 0.0 and dca == 0.0:
                             continue
-                        cj_, dcj_ = compact_fdf(rj, rl, rc, kind, asym, False)
-                        ck_, dck_ = compact_fdf(rk, rl, rc, kind, asym, False)
                         cjk = 1.0
                         dcjk = 0.0
                         if narrow:
