@@ -34,6 +34,13 @@ GFN1-xTB, so its RDFs are compared with GFN1-xTB first and with experiment secon
 (26 min CPU); the active-learning rounds (``--from-model``, seeds 1 and 3) and the distorted-water
 boxes (``--distorted 30 --seed 2``) as listed in ``hybridpot/data/README.md``.
 
+The second pass (the model that is stable in MD): :func:`close_contacts` (``--contacts 32 --seed 4``:
+Na-O, short H-bond, shifted-proton and Cl-H contacts, where ``examples/aqueous_nacl_scans.py`` and the
+models' MD showed them leaving GFN1-xTB) and :func:`breakdown_snapshots` (``--breakdown MODEL``,
+seeds 11-13): a model's own Langevin MD watched by :func:`first_defect`, labelled densest just
+before the first defect, with an energy cap (:data:`MAX_ACTIVE_LEARNING_ENERGY`) instead of the
+force filter of :func:`model_snapshots`.
+
 .. [1] S. Grimme, C. Bannwarth, P. Shushkov, J. Chem. Theory Comput. 13, 1989 (2017).
 .. [2] X. Wu, H. Elgabarty, ..., T. D. Kühne, "Benchmarking semi-empirical quantum chemical methods on
    liquid water", arXiv:2503.11867 (2025).
