@@ -85,6 +85,7 @@ __all__ = [
     "close_contacts",
     "energy_capped",
     "breakdown_snapshots",
+    "trajectory_frames",
 ]
 
 WATER_MOLAR_MASS = 18.015  # g/mol
@@ -765,6 +766,32 @@ def breakdown_snapshots(
     return kept
 
 
+def trajectory_frames(path: str, selection: str, progress: bool = True) -> List[Atoms]:
+    """GFN1-xTB labels of frames of a saved model trajectory (e.g. ``nve.extxyz`` of
+    ``examples/aqueous_nacl_md.py``), energy-capped (:func:`energy_capped`).
+
+    ``selection``: comma-separated Python slices of frame indices, e.g. ``"200:340:5,400::100"``.
+    """
+    import ase.io
+
+    frames = ase.io.read(path, index=":")
+    picks: List[int] = []
+    for part in selection.split(","):
+        picks += list(range(len(frames)))[slice(*[int(x) if x else None for x in part.split(":")])]
+    geometries = []
+    for k in sorted(set(picks)):
+        atoms = Atoms(frames[k].numbers, positions=frames[k].positions, cell=frames[k].cell, pbc=True)
+        atoms.info.update(charge=0.0, source=f"model trajectory frame {k}"
+                          + (f" ({first_defect(atoms)})" if first_defect(atoms) else ""))
+        geometries.append(atoms)
+    labelled = label(geometries)
+    kept = energy_capped(labelled)
+    if progress:
+        print(f"labelled {len(labelled)} frames, kept {len(kept)} below the energy cap; largest force component "
+              f"{max(np.abs(a.get_forces()).max() for a in kept):.1f} eV/Å", flush=True)
+    return kept
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybridpot.reference_data.aqueous_nacl",
                                      description=__doc__.split("\n")[0])
@@ -780,6 +807,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="instead: N boxes with close Na-O, O-O (H-bond), O-H (proton) and Cl-H contacts")
     parser.add_argument("--breakdown", default=None, metavar="MODEL",
                         help="active learning: frames of this model's own MD up to and just before its first defect")
+    parser.add_argument("--trajectory", default=None, metavar="EXTXYZ",
+                        help="instead: label frames of this saved model trajectory (--frames)")
+    parser.add_argument("--frames", default="::10", help="--trajectory: comma-separated slices of frame indices")
     parser.add_argument("--runs", type=int, default=4, help="--breakdown: MD runs")
     parser.add_argument("--md-steps", type=int, default=2000, help="--breakdown: longest run (0.5 fs steps)")
     parser.add_argument("--temperature", type=float, default=300.0, help="--breakdown: K")
@@ -795,6 +825,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ..data import load_aqueous_nacl
 
         images = label(close_contacts(load_aqueous_nacl(False, False, False), np.random.default_rng(args.seed), args.contacts))
+    elif args.trajectory:
+        images = trajectory_frames(args.trajectory, args.frames)
     elif args.breakdown:
         from ..model import load
 
