@@ -248,8 +248,8 @@ def test_shipped_model_md_keeps_every_water_intact():
     """700 steps (0.35 ps) of 300 K Langevin MD (0.5 fs) with the shipped model: no water breaks.
 
     The run is that of the diagnosis (start: last frame of the separated-pair GFN1-xTB chain,
-    velocities and noise seeded 0). The previous shipped model failed it: Na-O 1.94 Å at step 480,
-    an H shared by two O (within 1.25 Å) at step 650, O-O 2.28 Å at step 690.
+    velocities and noise seeded 0). The previous shipped model (round 3, commit 3be1307) fails it:
+    Na-O 1.76 Å at step 510 (and an H shared by two O within 1.25 Å at step 650).
     """
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import thermalize_momenta
