@@ -11,6 +11,7 @@ from .calculator import HybridCalculator
 from .cutoff import cutoff_function
 from .descriptors import SymmetryFunction, SymmetryFunctions
 from .dispersion import Dispersion
+from .repulsion import PairRepulsion
 from .electrostatics import Electrostatics
 from .model import HybridPotential, load, save
 from .serialization import ModelFileError, UntrustedFileError
@@ -33,6 +34,7 @@ __all__ = [
     "ElementNets",
     "ShortRange",
     "Dispersion",
+    "PairRepulsion",
     "Electrostatics",
     "ChargeEquilibration",
     "FixedCharges",

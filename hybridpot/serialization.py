@@ -367,6 +367,20 @@ def _decode_dispersion(spec, context):
 register_codec("Dispersion", _encode_dispersion, _decode_dispersion)
 
 
+def _encode_repulsion(m, context) -> dict:
+    return {"pairs": [[a, b, rc, eps] for (a, b), (rc, eps) in m.pairs.items()]}
+
+
+def _decode_repulsion(spec, context):
+    from .repulsion import PairRepulsion
+
+    return PairRepulsion({(int(a), int(b)): float(rc) for a, b, rc, _ in spec["pairs"]},
+                         {(int(a), int(b)): float(eps) for a, b, _, eps in spec["pairs"]})
+
+
+register_codec("PairRepulsion", _encode_repulsion, _decode_repulsion)
+
+
 def _encode_model(m, context) -> dict:
     return {"terms": [[name, encode_module(term, context)] for name, term in m.terms().items()]}
 

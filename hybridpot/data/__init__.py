@@ -70,7 +70,7 @@ def molten_nacl_model_path() -> Path:
 
 # ---------------------------------------------------------------- aqueous NaCl
 __all__ += ["aqueous_nacl_path", "aqueous_nacl_model_md_path", "aqueous_nacl_distorted_path", "load_aqueous_nacl",
-            "aqueous_nacl_model_path"]
+            "aqueous_nacl_model_path", "aqueous_nacl_contacts_path", "aqueous_nacl_breakdown_paths"]
 
 
 def aqueous_nacl_path() -> Path:
@@ -88,13 +88,26 @@ def aqueous_nacl_distorted_path() -> Path:
     return DATA_DIR / "aqueous_nacl_distorted.extxyz.gz"
 
 
-def load_aqueous_nacl(include_model_md: bool = True, include_distorted: bool = True) -> List:
+def aqueous_nacl_contacts_path() -> Path:
+    """Path of the aqueous-NaCl boxes with close Na-O, O-O, O-H and Cl-H contacts (GFN1-xTB)."""
+    return DATA_DIR / "aqueous_nacl_contacts.extxyz.gz"
+
+
+def aqueous_nacl_breakdown_paths() -> List[Path]:
+    """Paths of the aqueous-NaCl active-learning rounds on the models' way to a defect, in order."""
+    return sorted(DATA_DIR.glob("aqueous_nacl_breakdown_r*.extxyz.gz"))
+
+
+def load_aqueous_nacl(include_model_md: bool = True, include_distorted: bool = True,
+                      include_contacts: bool = True) -> List:
     """The aqueous-NaCl dataset (:mod:`hybridpot.reference_data.aqueous_nacl`) as ``ase.Atoms``.
 
     Periodic 98-atom boxes (Na, Cl, then O H H per water; total charge 0) from GFN1-xTB Langevin MD
     at 300-400 K with the ion pair in contact and separated, rattled copies,
     (``include_model_md``) frames of a trained model's own MD (``info["source"]`` starting with
-    ``"model md"``) and (``include_distorted``) boxes with close H-H contacts (``"distorted waters"``);
+    ``"model md"``), (``include_distorted``) boxes with close H-H contacts (``"distorted waters"``) and
+    (``include_contacts``) boxes with close ion-water and H-bond contacts (``"contact"``) and the
+    active-learning rounds of frames just before a model's MD defect (``"model breakdown"``);
     each with GFN1-xTB energy (eV), forces (eV/Å), stress (eV/Å^3) and Mulliken
     charges (e) at a 300 K electronic temperature.
     """
@@ -105,6 +118,10 @@ def load_aqueous_nacl(include_model_md: bool = True, include_distorted: bool = T
         images += ase.io.read(str(aqueous_nacl_model_md_path()), index=":", format="extxyz")
     if include_distorted and aqueous_nacl_distorted_path().exists():
         images += ase.io.read(str(aqueous_nacl_distorted_path()), index=":", format="extxyz")
+    if include_contacts:
+        for path in [aqueous_nacl_contacts_path()] + aqueous_nacl_breakdown_paths():
+            if path.exists():
+                images += ase.io.read(str(path), index=":", format="extxyz")
     return images
 
 

@@ -34,6 +34,13 @@ GFN1-xTB, so its RDFs are compared with GFN1-xTB first and with experiment secon
 (26 min CPU); the active-learning rounds (``--from-model``, seeds 1 and 3) and the distorted-water
 boxes (``--distorted 30 --seed 2``) as listed in ``hybridpot/data/README.md``.
 
+The second pass (the model that is stable in MD): :func:`close_contacts` (``--contacts 32 --seed 4``:
+Na-O, short H-bond, shifted-proton and Cl-H contacts, where ``examples/aqueous_nacl_scans.py`` and the
+models' MD showed them leaving GFN1-xTB) and :func:`breakdown_snapshots` (``--breakdown MODEL``,
+seeds 11-13): a model's own Langevin MD watched by :func:`first_defect`, labelled densest just
+before the first defect, with an energy cap (:data:`MAX_ACTIVE_LEARNING_ENERGY`) instead of the
+force filter of :func:`model_snapshots`.
+
 .. [1] S. Grimme, C. Bannwarth, P. Shushkov, J. Chem. Theory Comput. 13, 1989 (2017).
 .. [2] X. Wu, H. Elgabarty, ..., T. D. Kühne, "Benchmarking semi-empirical quantum chemical methods on
    liquid water", arXiv:2503.11867 (2025).
@@ -73,6 +80,12 @@ __all__ = [
     "rattled_geometries",
     "label",
     "distorted_waters",
+    "MAX_ACTIVE_LEARNING_ENERGY",
+    "first_defect",
+    "close_contacts",
+    "energy_capped",
+    "breakdown_snapshots",
+    "trajectory_frames",
 ]
 
 WATER_MOLAR_MASS = 18.015  # g/mol
@@ -558,6 +571,227 @@ def model_snapshots(
     return kept
 
 
+#: active-learning frames of :func:`breakdown_snapshots` with a GFN1-xTB energy more than this
+#: (eV/atom) above the lowest GFN1-xTB MD frame of the shipped data are dropped (an energy cap
+#: instead of the force filter of :func:`model_snapshots`, which dropped the frames just before the
+#: model's collapses: the ones that show it the way back). The shipped data span 0-0.19 eV/atom;
+#: collapsed frames (two atoms fused) lie 0.5 eV/atom and more above.
+MAX_ACTIVE_LEARNING_ENERGY = 0.3
+#: lowest GFN1-xTB energy (eV/atom) of the shipped MD frames (seed 0), the zero of the energy cap
+
+def first_defect(atoms: Atoms) -> Optional[str]:
+    """What is unphysical in a box of intact waters and ions, or None.
+
+    Checked (minimum image): an H without exactly one O within 1.25 Å (a broken or shared water),
+    Na-O below 1.9 Å, O-O below 2.35 Å, H-H of different waters below 1.3 Å. The closest contacts
+    of the GFN1-xTB MD data are Na-O 1.99, O-O 2.42, intermolecular H-H 1.30 Å.
+    """
+    d = atoms.get_all_distances(mic=True)
+    numbers = atoms.numbers
+    h, o, na = (np.nonzero(numbers == z)[0] for z in (1, 8, 11))
+    counts = (d[np.ix_(h, o)] < 1.25).sum(axis=1)
+    if np.any(counts != 1):
+        k = int(np.nonzero(counts != 1)[0][0])
+        return f"H {h[k]} has {counts[k]} O within 1.25 Å"
+    if len(na) and d[np.ix_(na, o)].min() < 1.9:
+        return f"Na-O {d[np.ix_(na, o)].min():.2f} Å"
+    oo = d[np.ix_(o, o)] + 10.0 * np.eye(len(o))
+    if oo.min() < 2.35:
+        return f"O-O {oo.min():.2f} Å"
+    molecule = molecule_index(atoms)
+    hh = d[np.ix_(h, h)] + 10.0 * (molecule[h][:, None] == molecule[h][None, :])
+    if hh.min() < 1.3:
+        return f"H-H {hh.min():.2f} Å (different waters)"
+    return None
+
+
+def close_contacts(frames: Sequence[Atoms], rng: np.random.Generator, n: int) -> List[Atoms]:
+    """Geometries with the close contacts where trained models left GFN1-xTB (their MD's first defects).
+
+    Per structure, a random GFN1-xTB MD frame of ``frames`` with one distortion, cycling through:
+
+    * ``Na-O``: the water nearest the Na moved rigidly towards it, Na-O 1.65-2.0 Å;
+    * ``H-bond``: the water accepting an H-bond (the O nearest a random water's H) moved rigidly
+      towards the donor O, O-O 2.2-2.45 Å;
+    * ``proton``: that H moved along its O-H bond towards the acceptor, O-H 1.05-1.35 Å;
+    * ``Cl-H``: the water with the H nearest the Cl moved rigidly towards it, Cl-H 1.5-1.95 Å.
+
+    ``examples/aqueous_nacl_scans.py`` measured the Na-O hole (the model's energy fell by 0.2 eV from
+    2.0 to 1.5 Å where GFN1-xTB's rises by 1.7 eV); the MD of that model with a pair-repulsion wall
+    then broke waters through a short H-bond (O-O 2.28 Å, the H shared). Geometries only.
+    """
+    md = [f for f in frames if str(f.info.get("source", "")).startswith("xtb md")]
+    kinds = ("Na-O", "H-bond", "proton", "Cl-H")
+    out = []
+    for k in range(n):
+        kind = kinds[k % len(kinds)]
+        base = md[int(rng.integers(len(md)))]
+        atoms = Atoms(base.numbers, positions=base.positions.copy(), cell=base.cell, pbc=True)
+        oxygens = np.nonzero(atoms.numbers == 8)[0]
+        hydrogens = np.nonzero(atoms.numbers == 1)[0]
+
+        def move_water(o: int, anchor: int, target: float, through: Optional[int] = None) -> None:
+            # rigid shift of the water of O ``o`` along anchor->through (default: anchor->o) to ``target``
+            probe = o if through is None else through
+            vector = atoms.get_distance(anchor, probe, mic=True, vector=True)
+            length = np.linalg.norm(vector)
+            atoms.positions[o:o + 3] += vector / length * (target - length)
+
+        if kind == "Na-O":
+            o = int(oxygens[np.argmin(atoms.get_distances(0, oxygens, mic=True))])
+            target = float(rng.uniform(1.65, 2.0))
+            move_water(o, 0, target)
+            detail = f"Na-O {target:.2f}"
+        elif kind == "Cl-H":
+            hh = int(hydrogens[np.argmin(atoms.get_distances(1, hydrogens, mic=True))])
+            o = hh - 1 if atoms.numbers[hh - 1] == 8 else hh - 2
+            target = float(rng.uniform(1.5, 1.95))
+            move_water(o, 1, target, through=hh)
+            detail = f"Cl-H {target:.2f}"
+        else:
+            donor = int(rng.choice(oxygens))
+            hh = donor + int(rng.integers(1, 3))
+            others = oxygens[oxygens != donor]
+            acceptor = int(others[np.argmin(atoms.get_distances(hh, others, mic=True))])
+            if kind == "H-bond":
+                target = float(rng.uniform(2.2, 2.45))
+                move_water(acceptor, donor, target)
+                detail = f"O-O {target:.2f}"
+            else:
+                target = float(rng.uniform(1.05, 1.35))
+                towards = atoms.get_distance(donor, acceptor, mic=True, vector=True)
+                atoms.positions[hh] = atoms.positions[donor] + towards / np.linalg.norm(towards) * target
+                detail = f"O-H {target:.2f} towards O {acceptor}"
+        atoms.wrap()
+        atoms.info.update(charge=0.0, source=f"contact {kind} ({detail}) of {base.info['source']}")
+        out.append(atoms)
+    return out
+
+
+def energy_capped(labelled: Sequence[Atoms], cap: float = MAX_ACTIVE_LEARNING_ENERGY,
+                  zero: Optional[float] = None) -> List[Atoms]:
+    """``labelled`` without the structures more than ``cap`` eV/atom above ``zero`` (eV/atom;
+    default: the lowest GFN1-xTB MD frame of the shipped data)."""
+    if zero is None:
+        from ..data import load_aqueous_nacl
+
+        zero = min(a.get_potential_energy() / len(a) for a in load_aqueous_nacl(False, False, False)
+                   if str(a.info["source"]).startswith("xtb md"))
+    return [a for a in labelled if a.get_potential_energy() / len(a) - zero <= cap]
+
+
+def breakdown_snapshots(
+    model,
+    starts: Optional[Sequence[Atoms]] = None,
+    seed: int = 11,
+    runs: int = 4,
+    steps: int = 2000,
+    temperature: float = 300.0,
+    timestep: float = 0.5,
+    interval: int = 200,
+    before: Sequence[int] = (60, 30, 0),
+    progress: bool = True,
+) -> List[Atoms]:
+    """Active learning on a model's way out: its own MD frames, densest just before its first defect.
+
+    ``runs`` Langevin runs (``timestep`` fs, friction 0.05/fs, ``temperature``) of ``model``, started
+    alternately from ``starts`` (default: the last frames of the contact and the separated GFN1-xTB
+    chains) with new velocities. :func:`first_defect` is checked every 10 steps; a frame is taken every
+    ``interval`` steps, and at the first defect the frames ``before`` steps earlier (and the defect
+    frame itself, ``0``), then the run stops. Everything is labelled with GFN1-xTB and kept below
+    the energy cap (:func:`energy_capped`), not filtered by force.
+    """
+    from ase.md.langevin import Langevin
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover - older ase
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
+    from ..calculator import HybridCalculator
+
+    if starts is None:
+        from ..data import load_aqueous_nacl
+
+        data = load_aqueous_nacl(include_model_md=False, include_distorted=False, include_contacts=False)
+        starts = [[a for a in data if str(a.info["source"]).startswith(f"xtb md d0={d:.1f} seg1")][-1]
+                  for d in (2.7, 5.0)]
+    rng = np.random.default_rng(seed)
+    geometries: List[Atoms] = []
+    for k in range(runs):
+        start = starts[k % len(starts)]
+        atoms = Atoms(start.numbers, positions=start.positions, cell=start.cell, pbc=True)
+        atoms.calc = HybridCalculator(model, skin=0.5)
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+        dyn = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.05 / units.fs, fixcm=False,
+                       rng=np.random.RandomState(int(rng.integers(2**31))))
+        history: List[Tuple[int, np.ndarray]] = []
+        found: List[str] = []
+
+        def keep(tag: str, positions: np.ndarray) -> None:
+            frame = Atoms(atoms.numbers, positions=positions, cell=atoms.cell, pbc=True)
+            frame.info.update(charge=0.0, source=f"model breakdown run {k} {temperature:.0f} K {tag}")
+            geometries.append(frame)
+
+        def watch() -> None:
+            if found:
+                return
+            history.append((dyn.nsteps, atoms.get_positions(wrap=True)))
+            del history[:-(max(before) // 10 + 2)]
+            if dyn.nsteps % interval == 0 and dyn.nsteps > 0:
+                keep(f"step {dyn.nsteps}", history[-1][1])
+            defect = first_defect(atoms)
+            if defect:
+                found.append(f"step {dyn.nsteps}: {defect}")
+                for lag in before:
+                    match = [p for s, p in history if s == dyn.nsteps - lag]
+                    if match:
+                        keep(f"{lag} steps before defect ({defect}, step {dyn.nsteps})", match[0])
+
+        dyn.attach(watch, interval=10)
+        t0 = time.time()
+        try:
+            while dyn.nsteps < steps and not found:
+                dyn.run(10)
+        except ValueError as err:  # overlapping atoms
+            found.append(f"step {dyn.nsteps}: {err}")
+        if progress:
+            print(f"model MD run {k}: {found[0] if found else f'no defect in {steps} steps'} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    labelled = label(geometries)
+    kept = energy_capped(labelled)
+    if progress:
+        print(f"labelled {len(labelled)} frames, kept {len(kept)} below the energy cap "
+              f"({MAX_ACTIVE_LEARNING_ENERGY} eV/atom); largest force component "
+              f"{max(np.abs(a.get_forces()).max() for a in kept):.1f} eV/Å", flush=True)
+    return kept
+
+
+def trajectory_frames(path: str, selection: str, progress: bool = True) -> List[Atoms]:
+    """GFN1-xTB labels of frames of a saved model trajectory (e.g. ``nve.extxyz`` of
+    ``examples/aqueous_nacl_md.py``), energy-capped (:func:`energy_capped`).
+
+    ``selection``: comma-separated Python slices of frame indices, e.g. ``"200:340:5,400::100"``.
+    """
+    import ase.io
+
+    frames = ase.io.read(path, index=":")
+    picks: List[int] = []
+    for part in selection.split(","):
+        picks += list(range(len(frames)))[slice(*[int(x) if x else None for x in part.split(":")])]
+    geometries = []
+    for k in sorted(set(picks)):
+        atoms = Atoms(frames[k].numbers, positions=frames[k].positions, cell=frames[k].cell, pbc=True)
+        atoms.info.update(charge=0.0, source=f"model trajectory frame {k}"
+                          + (f" ({first_defect(atoms)})" if first_defect(atoms) else ""))
+        geometries.append(atoms)
+    labelled = label(geometries)
+    kept = energy_capped(labelled)
+    if progress:
+        print(f"labelled {len(labelled)} frames, kept {len(kept)} below the energy cap; largest force component "
+              f"{max(np.abs(a.get_forces()).max() for a in kept):.1f} eV/Å", flush=True)
+    return kept
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybridpot.reference_data.aqueous_nacl",
                                      description=__doc__.split("\n")[0])
@@ -569,6 +803,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="instead: N boxes with close H-H contacts made from the shipped MD frames")
     parser.add_argument("--from-model", default=None, metavar="MODEL",
                         help="active learning: label frames of this model's own MD instead")
+    parser.add_argument("--contacts", type=int, default=0, metavar="N",
+                        help="instead: N boxes with close Na-O, O-O (H-bond), O-H (proton) and Cl-H contacts")
+    parser.add_argument("--breakdown", default=None, metavar="MODEL",
+                        help="active learning: frames of this model's own MD up to and just before its first defect")
+    parser.add_argument("--trajectory", default=None, metavar="EXTXYZ",
+                        help="instead: label frames of this saved model trajectory (--frames)")
+    parser.add_argument("--frames", default="::10", help="--trajectory: comma-separated slices of frame indices")
+    parser.add_argument("--runs", type=int, default=4, help="--breakdown: MD runs")
+    parser.add_argument("--md-steps", type=int, default=2000, help="--breakdown: longest run (0.5 fs steps)")
+    parser.add_argument("--temperature", type=float, default=300.0, help="--breakdown: K")
     args = parser.parse_args(argv)
     from .nacl_clusters import write_dataset
 
@@ -577,7 +821,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # the model MD of --from-model: 2 threads on the busy 2-core machine were ~5x slower
-    if args.distorted:
+    if args.contacts:
+        from ..data import load_aqueous_nacl
+
+        images = label(close_contacts(load_aqueous_nacl(False, False, False), np.random.default_rng(args.seed), args.contacts))
+    elif args.trajectory:
+        images = trajectory_frames(args.trajectory, args.frames)
+    elif args.breakdown:
+        from ..model import load
+
+        images = breakdown_snapshots(load(args.breakdown), seed=args.seed, runs=args.runs, steps=args.md_steps,
+                                     temperature=args.temperature)
+    elif args.distorted:
         from ..data import load_aqueous_nacl
 
         images = label(distorted_waters(load_aqueous_nacl(include_model_md=False), np.random.default_rng(args.seed),
