@@ -401,18 +401,21 @@ def centre_kernel(i, vectors, offsets, center_slot, neighbor_slot, neighbor_z, n
                         rl = fpar[fn, F_RL]
                         kind = ipar[fn, I_KIND]
                         asym = ipar[fn, I_ASYM] != 0
+                        # angle factor first: cached per angle support, and where it vanishes every
+                        # contribution of the function is an exact zero (so are those of a vanishing
+                        # radial factor below)
+                        akey = ipar[fn, I_AKEY]
+                        if akey != last_akey:
+                            ca, dca = compact_fdf(theta, fpar[fn, F_AL], fpar[fn, F_AR], kind, False, True)
+                            last_akey = akey
+                        if ca == 0.0 and dca == 0.0:
+                            continue
                         col = key_base + 2 * ipar[fn, I_KEY]
                         cj_ = scratch[qj, col]
                         dcj_ = scratch[qj, col + 1]
                         ck_ = scratch[qk, col]
                         dck_ = scratch[qk, col + 1]
                         if (cj_ == 0.0 and dcj_ == 0.0) or (ck_ == 0.0 and dck_ == 0.0):
-                            continue  # every contribution of this function would be an exact zero
-                        akey = ipar[fn, I_AKEY]
-                        if akey != last_akey:
-                            ca, dca = compact_fdf(theta, fpar[fn, F_AL], fpar[fn, F_AR], kind, False, True)
-                            last_akey = akey
-                        if ca == 0.0 and dca == 0.0:
                             continue
                         cjk = 1.0
                         dcjk = 0.0
