@@ -177,6 +177,38 @@ class ElementNets(nn.Module):
                 layers.append(make_activation(output_activation))
             self.nets[str(z)] = nn.Sequential(*layers)
 
+    def initialize_like_n2p2(self, weights_min: float = -1.0, weights_max: float = 1.0,
+                             generator: torch.Generator | None = None) -> None:
+        """Draw the weights as n2p2's ``nnp-train`` does by default.
+
+        n2p2 (Training::randomizeNeuralNetworkWeights without ``nguyen_widrow_weights``, then
+        NeuralNetwork::modifyConnections) draws every weight uniformly in
+        ``[weights_min, weights_max)``, multiplies the weights *into a tanh layer* by
+        ``sqrt(6 / (n_in + n_out))`` (Glorot-Bengio) and sets every bias to zero. Layers with other
+        activations, softplus included, and the linear output layer keep the full interval. (PyTorch's
+        ``xavier_uniform_`` on every layer is a different start: for a tanh network it draws the output
+        layer 1.6x narrower, for a softplus network every layer.)
+
+        Parameters
+        ----------
+        weights_min, weights_max : float
+            n2p2's ``weights_min`` and ``weights_max`` (defaults -1 and 1, as its examples).
+        generator : torch.Generator, optional
+            Random stream (default: torch's global one).
+        """
+        if not weights_max > weights_min:
+            raise ValueError(f"weights_max ({weights_max}) must exceed weights_min ({weights_min})")
+        with torch.no_grad():
+            for z in self.elements:
+                layers = list(self.nets[str(z)])
+                for k, layer in enumerate(layers):
+                    if not isinstance(layer, nn.Linear):
+                        continue
+                    layer.weight.uniform_(weights_min, weights_max, generator=generator)
+                    if k + 1 < len(layers) and isinstance(layers[k + 1], nn.Tanh):
+                        layer.weight.mul_(math.sqrt(6.0 / (layer.in_features + layer.out_features)))
+                    layer.bias.zero_()
+
     def linear_layers(self, z: int) -> List[nn.Linear]:
         """The linear layers of element ``z``'s network, input to output."""
         return [m for m in self.nets[str(z)] if isinstance(m, nn.Linear)]

@@ -241,9 +241,9 @@ def _threshold_epochs(**settings):
                         torch.float64, torch.Generator().manual_seed(0)), model, ds
 
 
-def test_threshold_selection_takes_the_first_candidate_above_threshold_else_the_largest(monkeypatch):
+def test_threshold_selection_takes_the_first_candidate_above_threshold_else_the_fallback(monkeypatch):
     epochs, _, _ = _threshold_epochs(selection="threshold", energy_threshold=0.8, force_threshold=1.0,
-                                     threshold_trials=3)
+                                     threshold_trials=3, threshold_fallback="largest")
     plan = epochs._plan()
     selects = [u for u in plan if u[0] == "select"]
     assert len(selects) == len(plan) and all(len(u[1]) == 3 for u in selects)  # both thresholds positive
@@ -257,6 +257,10 @@ def test_threshold_selection_takes_the_first_candidate_above_threshold_else_the_
     assert epochs._select([a, b, c], rmse) is b  # the first above 0.8 x RMSE
     errors.update({id(a): 0.5, id(b): 0.7, id(c): 0.1})
     assert epochs._select([a, b, c], rmse) is b  # none above: the largest
+    epochs.settings.threshold_fallback = "last"
+    assert epochs._select([a, b, c], rmse) is c  # none above: the last tried (n2p2)
+    errors.update({id(a): 0.5, id(b): 0.9, id(c): 2.0})
+    assert epochs._select([a, b, c], rmse) is b  # the fallback does not change a found candidate
     random_plan = _threshold_epochs(force_threshold=1.0, threshold_trials=3)[0]._plan()
     assert not any(u[0] == "select" for u in random_plan)  # selection "random" ignores the thresholds
 

@@ -31,7 +31,6 @@ KALMAN_KEYWORDS = {"kalman_epsilon": "epsilon", "kalman_q0": "q0", "kalman_qtau"
 SELECTION_MODES = {"0": "random", "2": "threshold"}
 #: per-set overrides of the training options (kalman settings, dtype); the epochs are n2p2's (same budget)
 OPTIONS: dict = {}
-DROP_KEYWORDS = ("mean_energy", "conv_energy", "conv_length")  # n2p2's internal normalisation: not needed here
 
 
 def keyword_values(text: str) -> dict:
@@ -49,7 +48,10 @@ def template_directory(source: Path, target: Path) -> Path:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     text = (source / "input.nn").read_text()
-    text = "\n".join(l for l in text.splitlines() if not (l.split() and l.split()[0] in DROP_KEYWORDS)) + "\n"
+    # n2p2's normalisation (mean_energy, conv_energy, conv_length) is kept: the networks then output
+    # normalised energies, as n2p2's do, so that initial weights and the filter's P = I / epsilon mean
+    # the same in both programs (with eV outputs the output layer's weights are 1/conv_energy of
+    # n2p2's, and the isotropic P weighs them differently)
     (target / "input.nn").write_text(text)
     kw = keyword_values(text)
     from ase.data import atomic_numbers
@@ -90,6 +92,7 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     forces); ``seed`` draws the initial weights and the update order. Returns ({cpu_s, wall_s, settings},
     float64 model)."""
     import hybridpot as hp
+    from hybridpot.atomic_nets import ElementNets
     from hybridpot.io.input_data import read_input_data
     from hybridpot.training import AtomsDataset, Trainer, TrainingConfig
 
@@ -98,18 +101,13 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     run = workdir / name / ("hybridpot" if seed == 0 else f"hybridpot_seed{seed}")
     template = template_directory(source, run / "template")
     model = hp.from_n2p2(template, units="ase", file_units=file_units)
+    kw = keyword_values((source / "input.nn").read_text())
     torch.manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            # n2p2's default initialisation (Training::randomizeNeuralNetworkWeights): Glorot-Bengio
-            # uniform weights, zero biases
-            torch.nn.init.xavier_uniform_(module.weight)
-            torch.nn.init.zeros_(module.bias)
+    for nets in (m for m in model.modules() if isinstance(m, ElementNets)):  # short range and electronegativity
+        nets.initialize_like_n2p2(float(kw.get("weights_min", ["-1.0"])[0]), float(kw.get("weights_max", ["1.0"])[0]))
     write_blocks(run / "train.data", train_blocks)
     images = read_input_data(run / "train.data", units=file_units)
     train = AtomsDataset.from_atoms(images, cutoff=float(model.cutoff))
-
-    kw = keyword_values((source / "input.nn").read_text())
     kalman = {field: float(kw[key][0]) for key, field in KALMAN_KEYWORDS.items() if key in kw}
     selection_mode = kw.get("selection_mode", ["0"])[0]
     if selection_mode not in SELECTION_MODES:
@@ -135,7 +133,9 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     if "scale_symmetry_functions_sigma" in kw:
         mode = "sigma"
     config = TrainingConfig(optimizer="kalman", kalman=kalman, dtype=options.pop("dtype", "float64"),
-                            early_stopping_patience=0, seed=seed, **options)
+                            early_stopping_patience=0, seed=seed,
+                            # with n2p2's normalisation its mean_energy is the offset, as in nnp-train
+                            fit_energy_offsets="mean_energy" not in kw, **options)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     trainer = Trainer(model, train, None, config, directory=run / "run", scaling=mode,
                       scaling_range=(scale_min, scale_max), progress=False)

@@ -20,9 +20,10 @@ replacement within an epoch), or ``round(charge_fraction * n_structures)`` charg
 Update selection (n2p2 ``selection_mode``): "random" uses each drawn candidate; "threshold"
 (n2p2's SM_THRESHOLD) draws up to ``threshold_trials`` candidates per update and uses the first whose
 error exceeds ``<kind>_threshold`` times the training RMSE of the last epoch (energy per atom, force
-component, charge-error norm / sqrt(N)), or the largest of them when none does. Force candidates of
-one update are components of one structure (n2p2's sub-candidates), so one evaluation of its forces
-rates them all.
+component, charge-error norm / sqrt(N)). When none does, ``threshold_fallback`` says which is used:
+"last", the last one tried (what n2p2 does: its Training::update logs the largest but updates with the
+candidate of its last trial), or "largest". Force candidates of one update are components of one
+structure (n2p2's sub-candidates), so one evaluation of its forces rates them all.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class KalmanSettings:
         ``charge_error_threshold``); 0 uses every first candidate.
     threshold_trials : int
         Candidates tried per update (``rmse_threshold_trials``).
+    threshold_fallback : str
+        The candidate used when none of the trials exceeds its threshold: "last" (n2p2) or
+        "largest" (the largest error of the trials).
     energy_unit, length_unit : float
         Units (in eV and Å) in which errors and Jacobians are expressed: the filter is not
         unit-free (``1/eta`` is a noise variance in these units, ``force_weight`` weighs
@@ -111,6 +115,7 @@ class KalmanSettings:
     force_threshold: float = 0.0
     charge_threshold: float = 0.0
     threshold_trials: int = 1
+    threshold_fallback: str = "last"
 
     def __post_init__(self):
         if self.kind not in ("standard", "fading_memory"):
@@ -126,6 +131,9 @@ class KalmanSettings:
         if self.selection not in ("random", "threshold"):
             raise ValueError(f"kalman selection must be 'random' or 'threshold' (n2p2 selection_mode 0 or 2), "
                              f"got {self.selection!r}")
+        if self.threshold_fallback not in ("last", "largest"):
+            raise ValueError(f"kalman threshold_fallback must be 'last' (n2p2) or 'largest', "
+                             f"got {self.threshold_fallback!r}")
         if int(self.threshold_trials) < 1:
             raise ValueError(f"kalman threshold_trials must be >= 1, got {self.threshold_trials}")
         for name in ("energy_threshold", "force_threshold", "charge_threshold"):
@@ -433,7 +441,8 @@ class KalmanEpochs:
         return accumulator.compute()
 
     def _select(self, candidates: List[tuple], rmse: Dict[str, float]) -> tuple:
-        """n2p2's threshold selection: the first candidate above threshold x RMSE, else the largest."""
+        """n2p2's threshold selection: the first candidate above threshold x RMSE, else the last tried
+        (``threshold_fallback="last"``, n2p2) or the largest."""
         best, best_fraction, memo = candidates[0], -1.0, {}
         for update in candidates:
             scale = rmse.get(update[0], 0.0)
@@ -442,7 +451,7 @@ class KalmanEpochs:
                 return update
             if fraction > best_fraction:
                 best, best_fraction = update, fraction
-        return best
+        return candidates[-1] if self.settings.threshold_fallback == "last" else best
 
     def run_epoch(self, progress: bool = False, description: str = "",
                   training_rmse: Optional[Dict[str, float]] = None) -> Dict[str, float]:
