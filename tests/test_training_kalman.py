@@ -119,6 +119,58 @@ def test_state_dict_resumes_bit_for_bit():
     assert torch.equal(w_a, w_b) and torch.equal(p_a, p_b)
 
 
+class _ScaledOutput(torch.nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+@pytest.mark.parametrize("storage", ["upper", "dense"])
+def test_state_scale_equals_the_filter_of_the_reparametrised_network(storage):
+    """A network whose output is multiplied by c, filtered with state scale 1/c on its output layer, takes
+    the steps of the network with c folded into its output layer (filtered without a scale): same
+    predictions and weights after each update. The unscaled filter on the first network does not."""
+    c = 27.2
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(6)]
+    targets = [c * torch.randn(2, generator=g, dtype=torch.float64) for _ in range(6)]
+
+    def filtered(net, scale):
+        kf = KalmanFilter(net.parameters(), updates_per_epoch=6, epsilon=0.01, q0=0.01, q_min=1e-6, eta=0.01,
+                          eta_tau=2.302, eta_max=1.0, state_scale=scale)
+        if storage == "dense":
+            kf._dense, kf._upper = kf.P.clone(), None
+        out = []
+        for x, t in zip(xs, targets):
+            y, H = predictions_and_jacobian(net, x)
+            kf.step(t - y, H)
+            out.append(net(x).detach().reshape(-1))
+        return out
+
+    def folded_network():
+        net = tiny_network()
+        with torch.no_grad():
+            net[2].weight.mul_(c)
+            net[2].bias.mul_(c)
+        return net
+
+    scaled, folded = torch.nn.Sequential(*tiny_network(), _ScaledOutput(c)).double(), folded_network()
+    n_hidden = sum(p.numel() for p in scaled[0].parameters())
+    scale = torch.ones(sum(p.numel() for p in scaled.parameters()), dtype=torch.float64)
+    scale[n_hidden:] = 1.0 / c  # w' = w / s = c w: the folded network's output layer
+    steps_folded = filtered(folded, None)
+    for a, b in zip(filtered(scaled, scale), steps_folded):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(scaled[2].weight * c, folded[2].weight, rtol=1e-10, atol=0)
+    unscaled = filtered(torch.nn.Sequential(*tiny_network(), _ScaledOutput(c)).double(), None)
+    assert not torch.allclose(unscaled[-1], steps_folded[-1], rtol=1e-3)
+    with pytest.raises(ValueError, match="state_scale"):
+        KalmanFilter(tiny_network().parameters(), state_scale=-scale)
+
+
 def test_bad_input_is_refused_with_a_clear_error():
     w = torch.zeros(3, dtype=torch.float64)
     kf = KalmanFilter([w])
@@ -305,3 +357,25 @@ def test_cpu_state_loads_into_a_dense_filter_and_back():
     again = KalmanFilter(net.parameters(), eta=0.01)
     again.load_state_dict(dense.state_dict())
     assert torch.equal(again.P, cpu.P)
+
+
+def test_output_layer_scale_marks_each_short_range_output_layer():
+    """energy_unit / c on the last linear layer of every element's network (c: factors after it), 1 elsewhere."""
+    from hybridpot.io.n2p2 import _Scale
+    from hybridpot.training.kalman_fit import output_layer_scale
+
+    model = small_model(elements=(1, 8), hidden=(10, 6))
+    nets = model.short_range.nets
+    nets.nets["8"].append(_Scale(4.0))  # an imported network's unit conversion after its output layer
+    params = list(nets.parameters())
+    scale = output_layer_scale(model, params, 2.0)
+    expected = []
+    for p in params:
+        last = {z: nets.linear_layers(z)[-1] for z in (1, 8)}
+        value = 1.0
+        for z, layer in last.items():
+            if any(p is q for q in layer.parameters()):
+                value = 2.0 if z == 1 else 0.5
+        expected.append(torch.full((p.numel(),), value, dtype=torch.float64))
+    assert torch.equal(scale, torch.cat(expected))
+    assert int((scale != 1).sum()) == 2 * (6 + 1)  # weights and bias of two 6 -> 1 output layers

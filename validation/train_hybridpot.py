@@ -87,9 +87,11 @@ def template_directory(source: Path, target: Path) -> Path:
 
 
 def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, source: Path, epochs: int = 100,
-                    charge_epochs: int = 60, seed: int = 0):
+                    charge_epochs: int = 60, seed: int = 0, init: str = "glorot"):
     """Train hybridpot on ``train_blocks`` for the given epochs (4G: charge stage, then energies and
-    forces); ``seed`` draws the initial weights and the update order. Returns ({cpu_s, wall_s, settings},
+    forces); ``seed`` draws the initial weights and the update order; ``init`` "n2p2" draws them as
+    n2p2 does (:meth:`~hybridpot.atomic_nets.ElementNets.initialize_like_n2p2`), "glorot" with
+    Glorot-Bengio on every layer. Returns ({cpu_s, wall_s, settings},
     float64 model)."""
     import hybridpot as hp
     from hybridpot.atomic_nets import ElementNets
@@ -104,7 +106,15 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     kw = keyword_values((source / "input.nn").read_text())
     torch.manual_seed(seed)
     for nets in (m for m in model.modules() if isinstance(m, ElementNets)):  # short range and electronegativity
-        nets.initialize_like_n2p2(float(kw.get("weights_min", ["-1.0"])[0]), float(kw.get("weights_max", ["1.0"])[0]))
+        if init == "n2p2":
+            nets.initialize_like_n2p2(float(kw.get("weights_min", ["-1.0"])[0]),
+                                      float(kw.get("weights_max", ["1.0"])[0]))
+        elif init == "glorot":  # Glorot-Bengio uniform on every layer, zero biases
+            for layer in (m for m in nets.modules() if isinstance(m, torch.nn.Linear)):
+                torch.nn.init.xavier_uniform_(layer.weight)
+                torch.nn.init.zeros_(layer.bias)
+        else:
+            raise ValueError(f"init must be 'n2p2' or 'glorot', got {init!r}")
     write_blocks(run / "train.data", train_blocks)
     images = read_input_data(run / "train.data", units=file_units)
     train = AtomsDataset.from_atoms(images, cutoff=float(model.cutoff))
@@ -143,4 +153,4 @@ def train_hybridpot(name: str, train_blocks, workdir: Path, file_units: str, sou
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return {"cpu_s": cpu, "wall_s": wall, "threads": torch.get_num_threads(), "kalman": kalman,
             "scaling": [mode, scale_min, scale_max], "epochs": [config.charge_epochs, config.epochs],
-            "seed": seed}, final
+            "seed": seed, "init": init}, final

@@ -213,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--training-seeds", type=int, default=1,
                         help="train each program with this many seeds (n2p2: random_seed + k, hybridpot: seed k) on the "
                              "same split and report mean, spread and median of the test RMSEs")
+    parser.add_argument("--init", choices=["n2p2", "glorot"], default="glorot",
+                        help="hybridpot's initial weights: n2p2's scheme or Glorot-Bengio on every layer")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/train_vs_n2p2"))
     parser.add_argument("--json", type=Path, default=ROOT / "validation" / "results" / "train_vs_n2p2.json")
     args = parser.parse_args(argv)
@@ -241,7 +243,7 @@ def main(argv=None) -> int:
 
                 run_info, model = train_hybridpot(name, train_blocks, args.workdir, FILE_UNITS[name], TRAIN_SETS / name,
                                                   epochs=args.n2p2_epochs, charge_epochs=args.n2p2_charge_epochs,
-                                                  seed=seed)
+                                                  seed=seed, init=args.init)
                 metrics = evaluate(model, name, test_blocks, args.workdir)
                 runs["hybridpot"].append({**run_info, "test": metrics})
                 print(f"  hybridpot seed {seed}: {run_info['cpu_s']:.1f} s CPU, {run_info['wall_s']:.1f} s wall; "

@@ -58,6 +58,12 @@ class KalmanFilter:
         The trainable parameters (updated in place); their concatenation is the state ``w``.
     updates_per_epoch : int
         Updates the caller performs per epoch (n2p2 divides ``q_tau`` and ``eta_tau`` by it).
+    state_scale : torch.Tensor, optional
+        ``s`` ``[n]``: the filter runs on ``w' = w / s`` (Jacobian ``s H``, update ``s K xi``), so that
+        ``P = I / epsilon`` and ``q I`` are isotropic in ``w'``. A network whose output is multiplied
+        by ``c`` after its last layer is the network with its output layer's weights and bias
+        multiplied by ``c``: ``s = 1 / c`` on them gives the filter of that folded network (n2p2's
+        networks output energies in its training units). Default: ones.
     kind : {"standard", "fading_memory"}
         n2p2 ``kalman_type`` 0 or 1.
     epsilon : float
@@ -88,6 +94,7 @@ class KalmanFilter:
         eta_max: Optional[float] = None,
         lam: float = 0.99,
         nu: float = 0.99,
+        state_scale: Optional[torch.Tensor] = None,
     ):
         self.params: List[torch.Tensor] = [p for p in params]
         if not self.params:
@@ -119,6 +126,12 @@ class KalmanFilter:
             self.eta_growth, self.eta_max = math.exp(float(eta_tau) / updates_per_epoch), float(eta_max)
         self.lam, self.nu = float(lam), float(nu)
         self.n_updates = 0
+        self.state_scale: Optional[torch.Tensor] = None
+        if state_scale is not None:
+            scale = torch.as_tensor(state_scale, dtype=torch.float64).reshape(-1)
+            if scale.shape[0] != self.n or not bool((scale > 0).all()):
+                raise ValueError(f"state_scale must hold {self.n} positive numbers, one per weight")
+            self.state_scale = None if bool((scale == 1).all()) else scale.to(device)
 
     # ----------------------------------------------------------------------------- P
     @property
@@ -188,19 +201,22 @@ class KalmanFilter:
         if not (bool(torch.isfinite(xi).all()) and bool(torch.isfinite(H).all())):
             raise FloatingPointError("Kalman filter update with non-finite errors or Jacobian (diverged training: "
                                      "lower kalman eta or q0, or check the reference data)")
+        scale = self.state_scale
+        if scale is not None:
+            H = H * scale.to(H.device).unsqueeze(1)
         if self._upper is not None:
-            delta = self._step_upper(xi.cpu().numpy(), H.cpu().numpy())
-            self._add_to_parameters(torch.from_numpy(delta))
+            delta = torch.from_numpy(self._step_upper(xi.cpu().numpy(), H.cpu().numpy()))
         else:
-            self._step_dense(xi, H)
+            delta = self._step_dense(xi, H)
+        self._add_to_parameters(delta if scale is None else delta * scale.to(delta.device))
         if self.q > self.q_min:
             self.q *= self.q_decay
         if self.kind == "fading_memory":
             self.lam = self.nu * self.lam + 1.0 - self.nu
         self.n_updates += 1
 
-    def _step_dense(self, xi: torch.Tensor, H: torch.Tensor) -> None:
-        """The update with torch's dense products (GPU)."""
+    def _step_dense(self, xi: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+        """The update with torch's dense products (GPU); returns ``K xi`` ``[n]``."""
         P = self._dense
         X = P @ H
         A = H.T @ X
@@ -215,7 +231,7 @@ class KalmanFilter:
         if self.kind == "fading_memory":
             P.div_(self.lam)
         P.diagonal().add_(self.q)
-        self._add_to_parameters(B @ torch.linalg.solve_triangular(L, xi.unsqueeze(1), upper=False).squeeze(1))
+        return B @ torch.linalg.solve_triangular(L, xi.unsqueeze(1), upper=False).squeeze(1)
 
     def _noise(self) -> float:
         """The measurement-noise term on the diagonal of ``A`` (advances eta first, as n2p2)."""

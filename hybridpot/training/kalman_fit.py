@@ -84,6 +84,13 @@ class KalmanSettings:
     threshold_fallback : str
         The candidate used when none of the trials exceeds its threshold: "last" (n2p2) or
         "largest" (the largest error of the trials).
+    output_in_filter_units : bool
+        Energy stage: run the filter as if the short-range networks output atomic energies in
+        ``energy_unit`` (as n2p2's networks output them in its training units): the filter's state
+        is scaled by ``energy_unit / c`` on the output layers' weights and biases, ``c`` the factor
+        the model applies after them (1 for hybridpot's own networks; n2p2 imports carry their unit
+        conversion). Without it, ``P = I / epsilon`` weighs a network with eV outputs as if its
+        output weights were in ``energy_unit``.
     energy_unit, length_unit : float
         Units (in eV and Å) in which errors and Jacobians are expressed: the filter is not
         unit-free (``1/eta`` is a noise variance in these units, ``force_weight`` weighs
@@ -116,6 +123,7 @@ class KalmanSettings:
     charge_threshold: float = 0.0
     threshold_trials: int = 1
     threshold_fallback: str = "last"
+    output_in_filter_units: bool = False
 
     def __post_init__(self):
         if self.kind not in ("standard", "fading_memory"):
@@ -141,6 +149,27 @@ class KalmanSettings:
                 raise ValueError(f"kalman {name} must be >= 0, got {getattr(self, name)}")
         if int(self.forces_per_update) < 1:
             raise ValueError(f"kalman forces_per_update must be >= 1, got {self.forces_per_update}")
+
+
+def output_layer_scale(model: nn.Module, parameters: Sequence[nn.Parameter], energy_unit: float) -> torch.Tensor:
+    """The filter's state scale ``[n]`` for :attr:`KalmanSettings.output_in_filter_units`:
+    ``energy_unit / c`` on the weights and biases of each short-range network's last linear layer
+    (``c`` the product of the ``factor`` of the modules after it, 1 without), 1 elsewhere."""
+    from ..short_range import ShortRange
+
+    scale_of: Dict[int, float] = {}
+    for term in model.terms().values():
+        if not isinstance(term, ShortRange):
+            continue
+        for net in term.nets.nets.values():
+            layers = list(net)
+            last = max(k for k, layer in enumerate(layers) if isinstance(layer, nn.Linear))
+            factor = 1.0
+            for layer in layers[last + 1:]:
+                factor *= float(getattr(layer, "factor", 1.0))
+            for p in layers[last].parameters():
+                scale_of[id(p)] = float(energy_unit) / factor
+    return torch.cat([torch.full((p.numel(),), scale_of.get(id(p), 1.0), dtype=torch.float64) for p in parameters])
 
 
 class KalmanEpochs:
@@ -202,10 +231,12 @@ class KalmanEpochs:
         self.frozen_charges = frozen_charge_model(model, self.params, train) if stage == "charges" else None
         if self.updates_per_epoch == 0:
             raise ValueError(f"Kalman {stage} stage has no updates: check the reference data and the fractions")
+        scale = output_layer_scale(model, self.params, settings.energy_unit) \
+            if stage == "energy" and settings.output_in_filter_units else None
         self.filter = KalmanFilter(
             self.params, updates_per_epoch=self.updates_per_epoch, kind=settings.kind, epsilon=settings.epsilon,
             q0=settings.q0, q_tau=settings.q_tau, q_min=settings.q_min, eta=settings.eta, eta_tau=settings.eta_tau,
-            eta_max=settings.eta_max, lam=settings.lam, nu=settings.nu)
+            eta_max=settings.eta_max, lam=settings.lam, nu=settings.nu, state_scale=scale)
 
     # ----------------------------------------------------------------------------- observations
     def _batch(self, index: int):
